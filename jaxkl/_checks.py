@@ -1,0 +1,46 @@
+"""Opt-in value checks through :mod:`jax.experimental.checkify`.
+
+A traced value cannot raise, so kernels never inspect values on their own;
+with ``check=True`` they add ``checkify.check`` calls instead. Run the
+function under ``checkify.checkify`` (any ``jit`` inside or outside) and call
+``err.throw()``; eagerly, a failed check raises at once. Without ``check=True``
+invalid values are not clipped or repaired: they give NaN (negative
+probabilities) or a value that is not a divergence (rows not summing to 1).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify
+
+from ._rowwise import compute_dtype
+
+
+def row_sum_tolerance(dtype) -> float:
+    """How far a row may be from summing to 1: sqrt(eps) of the input dtype."""
+    return float(jnp.sqrt(jnp.finfo(dtype).eps))
+
+
+def probabilities(p: jax.Array, name: str, axis: int, where: jax.Array | None) -> None:
+    """Check that ``p`` is non-negative and each (unmasked, non-empty) row sums to 1."""
+    tol = row_sum_tolerance(p.dtype)
+    p = p.astype(compute_dtype(p.dtype))
+    if where is not None:
+        p = jnp.where(where, p, 0.0)
+    checkify.check(
+        jnp.all(jnp.isnan(p) | (p >= 0)),
+        f"{name} has a negative entry (smallest is {{}})",
+        jnp.min(p, initial=jnp.inf),
+    )
+    total = jnp.sum(p, axis=axis)
+    if where is None:
+        used = jnp.full(total.shape, p.shape[axis] > 0)
+    else:
+        used = jnp.any(jnp.broadcast_to(where, p.shape), axis=axis)
+    error = jnp.where(used, jnp.abs(total - 1.0), 0.0)
+    checkify.check(
+        jnp.all(jnp.isnan(error) | (error <= tol)),
+        f"{name} has a row that does not sum to 1 (worst is off by {{}}, tolerance {tol:.3g})",
+        jnp.max(error, initial=0.0),
+    )

@@ -1,0 +1,373 @@
+"""Entropy, cross-entropy, KL and JS divergence from logits.
+
+Each kernel works in log space (it never forms ``log(softmax(x))`` from a
+rounded probability) and is a :func:`jaxkl._rowwise.row_kernel`: the backward
+pass rebuilds the per-class factors from the logits and a few per-row numbers,
+in one fused sweep. With ``P = softmax(a)``, ``Q = softmax(b)`` and the row's
+value ``K`` the derivatives used are
+
+* entropy ``H(P)``:          dH/da = -P (log P + H)
+* cross-entropy ``H(p, Q)``:  dC/db = (sum p) Q - p,   dC/dp = -log Q
+* ``KL(P || Q)``:            dK/da = P (log P - log Q - K),  dK/db = Q - P
+* ``JS_beta(P, Q)``:         dJ/da = beta P (log P - log M - KL(P||M)), likewise for b
+
+and every ``P * (...)`` factor is taken as 0 where ``P`` is exactly 0, which is
+what makes ``-inf`` logits and masked classes safe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from . import _validate
+from ._rowwise import (
+    clip_value,
+    compute_dtype,
+    log_normalizer,
+    log_probs,
+    prepare_logits,
+    prepare_probs,
+    row_kernel,
+    with_tangent,
+    zero_where_unused,
+)
+
+
+def _in_base(value: jax.Array, base: float | None) -> jax.Array:
+    return value if base is None else value / jnp.asarray(math.log(base), value.dtype)
+
+
+def _pair(a, b, name_a, name_b, axis, where):
+    """Validate two same-shaped float inputs; return them in one dtype with the axis and mask."""
+    a = _validate.float_array(a, name_a)
+    b = _validate.float_array(b, name_b)
+    _validate.same_shape(a, b, name_a, name_b)
+    dtype = _validate.common_dtype(a, b)
+    axis = _validate.normalize_axis(axis, a.ndim)
+    return a.astype(dtype), b.astype(dtype), axis, _validate.mask(where, a.shape)
+
+
+def _temperature_scale(temperature, a, b):
+    """Static ``1 / T`` when ``T`` is known at trace time; else divide up front.
+
+    A traced temperature is still differentiated correctly, at the cost of the
+    divided logits being kept for the backward pass.
+    """
+    t = _validate.positive(temperature, "temperature")
+    if t is not None:
+        return 1.0 / t, a, b
+    t = jnp.asarray(temperature, compute_dtype(a.dtype))
+    return 1.0, a / t, b / t
+
+
+# --------------------------------------------------------------------- entropy
+
+
+def _entropy_forward(static, x, where):
+    axis, scale = static
+    z = prepare_logits(x, where, scale)
+    norm = log_normalizer(z, axis)
+    logp = log_probs(z, norm)
+    h = jnp.sum(zero_where_unused(jnp.exp(logp), -logp), axis=axis)
+    return clip_value(h, 0.0, None).astype(x.dtype), (norm, h)
+
+
+def _entropy_tangent(static, arrays, stats, tangents):
+    axis, scale = static
+    x, where = arrays
+    norm, h = stats
+    logp = log_probs(prepare_logits(x, where, scale), norm)
+    coef = -scale * zero_where_unused(jnp.exp(logp), logp + jnp.expand_dims(h, axis))
+    return with_tangent(coef, tangents[0], axis)
+
+
+_entropy = row_kernel(_entropy_forward, _entropy_tangent)
+
+
+def entropy_from_logits(
+    logits: Any, *, axis: int = -1, where: Any = None, base: float | None = None
+) -> jax.Array:
+    r"""Shannon entropy of ``softmax(logits)``.
+
+    .. math:: H(P) = -\sum_i P_i \log P_i, \qquad P = \operatorname{softmax}(\text{logits})
+
+    ``-inf`` logits are classes with probability 0: they contribute 0 and get a
+    zero gradient. Also accepts log-probabilities unchanged.
+
+    Args:
+      logits: ``[..., K, ...]`` floating point.
+      axis: the class axis.
+      where: optional boolean mask broadcastable to ``logits``; ``False``
+        classes are excluded (the distribution is renormalised over the rest).
+      base: logarithm base; ``None`` for nats, ``2`` for bits.
+
+    Returns:
+      One entropy per distribution: ``logits.shape`` without ``axis``, in the
+      dtype of ``logits``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> print(jaxkl.entropy_from_logits(jnp.zeros(4), base=2))
+      2.0
+      >>> print(jaxkl.entropy_from_logits(jnp.array([0.0, -jnp.inf, -jnp.inf])))
+      0.0
+
+    References:
+      Shannon, "A Mathematical Theory of Communication" (1948).
+    """
+    x = _validate.float_array(logits, "logits")
+    axis = _validate.normalize_axis(axis, x.ndim)
+    where = _validate.mask(where, x.shape)
+    base = _validate.base(base)
+    return _in_base(_entropy((axis, 1.0), x, where), base)
+
+
+# --------------------------------------------------------------- cross-entropy
+
+
+def _cross_entropy_forward(axis, p, y, where):
+    t = prepare_probs(p, where)
+    z = prepare_logits(y, where)
+    norm = log_normalizer(z, axis)
+    c = -jnp.sum(zero_where_unused(t, log_probs(z, norm)), axis=axis)
+    return clip_value(c, 0.0, None).astype(y.dtype), norm
+
+
+def _cross_entropy_tangent(axis, arrays, norm, tangents):
+    p, y, where = arrays
+    dp, dy = tangents[:2]
+    t = prepare_probs(p, where)
+    logq = log_probs(prepare_logits(y, where), norm)
+    # d/dp = -log Q, except that an unused class (p = 0 and Q = 0) is 0 log 0.
+    coef_p = jnp.where((t == 0) & (logq == -jnp.inf), 0.0, -logq)
+    coef_y = jnp.sum(t, axis=axis, keepdims=True) * jnp.exp(logq) - t
+    return with_tangent(coef_p, dp, axis) + with_tangent(coef_y, dy, axis)
+
+
+_cross_entropy = row_kernel(_cross_entropy_forward, _cross_entropy_tangent)
+
+
+def cross_entropy_from_logits(
+    p: Any, q_logits: Any, *, axis: int = -1, where: Any = None, base: float | None = None
+) -> jax.Array:
+    r"""Cross-entropy of target probabilities ``p`` and predicted logits.
+
+    .. math:: H(p, Q) = -\sum_i p_i \log Q_i, \qquad Q = \operatorname{softmax}(\text{q\_logits})
+
+    Argument order follows the mathematics (target first), unlike optax's
+    ``softmax_cross_entropy(logits, labels)``. The row maximum is subtracted,
+    so adding any constant to a row of logits leaves the result unchanged.
+    ``p_i = 0`` contributes 0 even where ``q_logits_i = -inf``; ``p_i > 0``
+    there gives ``+inf``. ``p`` is used as given (not renormalised); the
+    gradient wrt ``q_logits`` is ``sum(p) * Q - p``.
+
+    Args:
+      p: target probabilities ``[..., K, ...]``.
+      q_logits: predicted logits (or log-probabilities), same shape as ``p``.
+      axis: the class axis.
+      where: optional boolean mask; excluded classes contribute nothing.
+      base: logarithm base; ``None`` for nats.
+
+    Returns:
+      One value per distribution (``p.shape`` without ``axis``).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> p = jnp.array([1.0, 0.0, 0.0])
+      >>> print(jaxkl.cross_entropy_from_logits(p, jnp.array([1.0, 2.0, 3.0])))
+      2.407606
+
+    References:
+      Murphy, "Probabilistic Machine Learning: An Introduction" (2022), sec. 6.1.
+    """
+    p, y, axis, where = _pair(p, q_logits, "p", "q_logits", axis, where)
+    base = _validate.base(base)
+    return _in_base(_cross_entropy(axis, p, y, where), base)
+
+
+# ------------------------------------------------------------------------- KL
+
+
+def _kl_log_probs(static, a, b, where, stats=None):
+    axis, scale = static
+    za = prepare_logits(a, where, scale)
+    zb = prepare_logits(b, where, scale)
+    if stats is None:
+        stats = (log_normalizer(za, axis), log_normalizer(zb, axis))
+    return log_probs(za, stats[0]), log_probs(zb, stats[1]), stats
+
+
+def _kl_forward(static, a, b, where):
+    axis, _ = static
+    logp, logq, (norm_a, norm_b) = _kl_log_probs(static, a, b, where)
+    k = jnp.sum(zero_where_unused(jnp.exp(logp), logp - logq), axis=axis)
+    return clip_value(k, 0.0, None).astype(a.dtype), (norm_a, norm_b, k)
+
+
+def _kl_tangent(static, arrays, stats, tangents):
+    axis, scale = static
+    a, b, where = arrays
+    da, db = tangents[:2]
+    norm_a, norm_b, k = stats
+    logp, logq, _ = _kl_log_probs(static, a, b, where, (norm_a, norm_b))
+    p = jnp.exp(logp)
+    k = jnp.expand_dims(k, axis)
+    # Where KL is +inf (q = 0 under p > 0) it stays +inf for any finite
+    # change of a, so its a-gradient is 0 rather than inf - inf.
+    coef_a = jnp.where(k == jnp.inf, 0.0, scale * zero_where_unused(p, logp - logq - k))
+    coef_b = scale * (jnp.exp(logq) - p)
+    return with_tangent(coef_a, da, axis) + with_tangent(coef_b, db, axis)
+
+
+_kl = row_kernel(_kl_forward, _kl_tangent)
+
+
+def kl_divergence_from_logits(
+    p_logits: Any,
+    q_logits: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    base: float | None = None,
+    temperature: float = 1.0,
+) -> jax.Array:
+    r"""KL divergence ``KL(softmax(p_logits / T) || softmax(q_logits / T))``.
+
+    .. math:: \mathrm{KL}(P \,\|\, Q) = \sum_i P_i (\log P_i - \log Q_i)
+
+    Computed entirely in log space, so it stays finite where a probabilities
+    path would underflow (``p = [0, 0]``, ``q = [0, -103]`` gives 50.80685 in
+    float32). The gradient is rebuilt from the logits and two log-normalisers
+    per row: reverse mode keeps O(rows) residuals. ``dKL/dq_logits = (Q - P)/T``.
+
+    Edge cases: a class with ``-inf`` in both contributes 0 and gets zero
+    gradient; ``-inf`` in ``q_logits`` where ``P > 0`` gives ``+inf``, with a
+    zero gradient wrt ``p_logits`` on that row (the value is ``+inf`` on a
+    whole neighbourhood) and ``Q - P`` wrt ``q_logits``. Identical inputs give
+    exactly 0 with exactly zero gradient.
+
+    Args:
+      p_logits: logits (or log-probabilities) of P, ``[..., K, ...]``.
+      q_logits: logits of Q, same shape and dtype family as ``p_logits``.
+      axis: the class axis.
+      where: optional boolean mask; excluded classes are removed from both.
+      base: logarithm base; ``None`` for nats.
+      temperature: divides both logits (``> 0``). A traced value is allowed
+        and differentiated, at the cost of O(rows x classes) residuals.
+
+    Returns:
+      One KL per distribution (``p_logits.shape`` without ``axis``), ``>= 0``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> print(jaxkl.kl_divergence_from_logits(jnp.zeros(2), jnp.array([0.0, -103.0])))
+      50.80685
+
+    References:
+      Kullback & Leibler, "On Information and Sufficiency" (1951).
+    """
+    a, b, axis, where = _pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
+    base = _validate.base(base)
+    scale, a, b = _temperature_scale(temperature, a, b)
+    return _in_base(_kl((axis, scale), a, b, where), base)
+
+
+# ------------------------------------------------------------------------- JS
+
+
+def binary_entropy(beta: float) -> float:
+    """``-beta log beta - (1 - beta) log(1 - beta)``: the largest JS_beta can be."""
+    return -sum(w * math.log(w) for w in (beta, 1.0 - beta) if w > 0)
+
+
+def _js_parts(static, a, b, where, stats=None):
+    axis, scale, beta = static
+    logp, logq, norms = _kl_log_probs((axis, scale), a, b, where, stats)
+    logm = jnp.logaddexp(logp + math.log(beta), logq + math.log1p(-beta))
+    return logp, logq, logm, norms
+
+
+def _js_forward(static, a, b, where):
+    axis, _, beta = static
+    logp, logq, logm, norms = _js_parts(static, a, b, where)
+    kl_pm = jnp.sum(zero_where_unused(jnp.exp(logp), logp - logm), axis=axis)
+    kl_qm = jnp.sum(zero_where_unused(jnp.exp(logq), logq - logm), axis=axis)
+    js = beta * kl_pm + (1.0 - beta) * kl_qm
+    return clip_value(js, 0.0, binary_entropy(beta)).astype(a.dtype), (norms, kl_pm, kl_qm)
+
+
+def _js_tangent(static, arrays, stats, tangents):
+    axis, scale, beta = static
+    a, b, where = arrays
+    da, db = tangents[:2]
+    norms, kl_pm, kl_qm = stats
+    logp, logq, logm, _ = _js_parts(static, a, b, where, norms)
+
+    def coefficient(weight, logx, kl):
+        x = jnp.exp(logx)
+        return weight * scale * zero_where_unused(x, logx - logm - jnp.expand_dims(kl, axis))
+
+    return with_tangent(coefficient(beta, logp, kl_pm), da, axis) + with_tangent(
+        coefficient(1.0 - beta, logq, kl_qm), db, axis
+    )
+
+
+_js = row_kernel(_js_forward, _js_tangent)
+
+
+def js_divergence_from_logits(
+    p_logits: Any,
+    q_logits: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    base: float | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+) -> jax.Array:
+    r"""Generalised Jensen-Shannon divergence of ``softmax(p_logits/T)`` and ``softmax(q_logits/T)``.
+
+    .. math::
+       \mathrm{JS}_\beta(P, Q) = \beta\,\mathrm{KL}(P \,\|\, M) + (1-\beta)\,\mathrm{KL}(Q \,\|\, M),
+       \qquad M = \beta P + (1 - \beta) Q
+
+    ``beta = 0.5`` is the usual JSD, bounded by ``log 2`` (1 bit); in general
+    the value lies in ``[0, h(beta)]`` with ``h`` the binary entropy, and is
+    always finite, even for disjoint supports. Unlike
+    ``scipy.spatial.distance.jensenshannon`` this is the divergence, not its
+    square root. ``log M`` is formed with ``logaddexp`` in log space.
+
+    Args:
+      p_logits: logits (or log-probabilities) of P, ``[..., K, ...]``.
+      q_logits: logits of Q, same shape.
+      axis: the class axis.
+      where: optional boolean mask; excluded classes are removed from both.
+      base: logarithm base; ``None`` for nats.
+      beta: weight of P in the mixture, in ``[0, 1]``.
+      temperature: divides both logits (``> 0``).
+
+    Returns:
+      One value per distribution (``p_logits.shape`` without ``axis``).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> ninf = -jnp.inf
+      >>> print(jaxkl.js_divergence_from_logits(jnp.array([0.0, ninf]), jnp.array([ninf, 0.0]), base=2))
+      1.0
+
+    References:
+      Lin, "Divergence measures based on the Shannon entropy", IEEE Trans.
+      Inf. Theory 37 (1991).
+    """
+    a, b, axis, where = _pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
+    base = _validate.base(base)
+    beta = _validate.unit_interval(beta, "beta")
+    scale, a, b = _temperature_scale(temperature, a, b)
+    if beta in (0.0, 1.0):
+        # M equals P or Q: the divergence is identically 0.
+        return jnp.zeros(a.shape[:axis] + a.shape[axis + 1 :], a.dtype)
+    return _in_base(_js((axis, scale, beta), a, b, where), base)

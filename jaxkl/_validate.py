@@ -1,0 +1,118 @@
+"""Trace-time argument checks with messages that name the argument.
+
+Everything here runs while JAX traces a function, on shapes, dtypes and Python
+numbers only, so it costs nothing at run time and raises before any compile.
+Checks on *values* (negative probabilities, rows that do not sum to one) live
+in :mod:`jaxkl._checks`, because a traced value cannot raise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REDUCTIONS = ("none", "sum", "mean", "batchmean")
+
+
+def float_array(x: Any, name: str) -> jax.Array:
+    """`x` as a JAX array of a real floating dtype, or a TypeError naming it."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real floating point, got complex dtype {x.dtype}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must be a floating-point array, got dtype {x.dtype} "
+            f"(convert it, e.g. {name}.astype(jnp.float32))"
+        )
+    return x
+
+
+def common_dtype(*arrays: jax.Array) -> Any:
+    """The floating dtype both inputs are promoted to (explicitly, never implicitly)."""
+    return jnp.result_type(*(a.dtype for a in arrays))
+
+
+def same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
+    """Refuse to broadcast one distribution against another."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {name_a}.shape={a.shape} "
+            f"and {name_b}.shape={b.shape}; jaxkl never broadcasts one against the other "
+            "(broadcast explicitly with jnp.broadcast_to if that is what you mean)"
+        )
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    """A non-negative axis index, or a ValueError naming the rank."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an input of rank {ndim}")
+    return int(axis) % ndim
+
+
+def mask(where: Any, shape: tuple[int, ...], name: str = "where") -> jax.Array | None:
+    """`where` as a boolean array broadcastable to `shape` (None stays None)."""
+    if where is None:
+        return None
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"{name} must be a boolean array, got dtype {where.dtype}")
+    try:
+        broadcast = np.broadcast_shapes(where.shape, shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != tuple(shape):
+        raise ValueError(
+            f"{name}.shape={where.shape} does not broadcast to the input shape {tuple(shape)}"
+        )
+    return where
+
+
+def concrete_number(x: Any) -> float | None:
+    """The Python value of a scalar known at trace time, or None if it is traced."""
+    try:
+        return float(x)
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
+def base(value: Any) -> float | None:
+    """Validate a logarithm base: None (nats) or a number > 0 and != 1."""
+    if value is None:
+        return None
+    b = concrete_number(value)
+    if b is None:
+        raise TypeError("base must be a Python number known at trace time (or None for nats)")
+    if not (b > 0 and b != 1 and math.isfinite(b)):
+        raise ValueError(f"base must be a finite number > 0 and != 1, got {value!r}")
+    return b
+
+
+def positive(value: Any, name: str) -> float | None:
+    """A number > 0; returns None (and checks nothing) when it is traced."""
+    v = concrete_number(value)
+    if v is not None and not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def unit_interval(value: Any, name: str) -> float:
+    """A number in [0, 1] known at trace time."""
+    v = concrete_number(value)
+    if v is None:
+        raise TypeError(f"{name} must be a Python number known at trace time")
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return v
+
+
+def reduction(value: Any) -> str:
+    """One of 'none', 'sum', 'mean', 'batchmean'."""
+    if value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
+    return value
