@@ -25,7 +25,9 @@ def rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
     unused = p == 0
     safe_p = jnp.where(unused, 1.0, p)
     safe_q = jnp.where(unused, 1.0, q)
-    return jnp.where(unused, 0.0, safe_p * (jnp.log(safe_p) - jnp.log(safe_q)))
+    # An unused term is 0 -- unless q is NaN there: NaN in, NaN out.
+    unused_value = jnp.where(jnp.isnan(q), q, 0.0)
+    return jnp.where(unused, unused_value, safe_p * (jnp.log(safe_p) - jnp.log(safe_q)))
 
 
 def xlogy(p: jax.Array, q: jax.Array) -> jax.Array:

@@ -287,7 +287,11 @@ def binary_entropy(beta: float) -> float:
 def _js_parts(static, a, b, where, stats=None):
     axis, scale, beta = static
     logp, logq, norms = _kl_log_probs((axis, scale), a, b, where, stats)
-    logm = jnp.logaddexp(logp + math.log(beta), logq + math.log1p(-beta))
+    u, v = logp + math.log(beta), logq + math.log1p(-beta)
+    # Where both are -inf (masked classes) feed logaddexp zeros instead, so
+    # that its higher-order derivatives see no -inf - -inf.
+    unused = (u == -jnp.inf) & (v == -jnp.inf)
+    logm = jnp.where(unused, -jnp.inf, jnp.logaddexp(jnp.where(unused, 0.0, u), jnp.where(unused, 0.0, v)))
     return logp, logq, logm, norms
 
 

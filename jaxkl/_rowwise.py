@@ -116,8 +116,12 @@ def zero_where_unused(weight: jax.Array, term: jax.Array) -> jax.Array:
     """``weight * term`` with 0 wherever ``weight`` is exactly 0 (0 * inf = 0).
 
     The test is ``== 0`` rather than ``> 0`` so that NaN weights propagate.
+    ``term`` is replaced inside as well ("double where"): otherwise
+    differentiating this (as higher-order derivatives do) multiplies a zero
+    cotangent by an infinite ``term`` and yields NaN.
     """
-    return jnp.where(weight == 0, 0.0, weight * term)
+    unused = weight == 0
+    return jnp.where(unused, 0.0, weight * jnp.where(unused, 0.0, term))
 
 
 def with_tangent(coefficient: jax.Array, tangent: jax.Array | None, axis: int) -> jax.Array | float:

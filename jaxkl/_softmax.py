@@ -81,7 +81,11 @@ def logsumexp(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
 def _log_softmax_forward(axis, x, where):
     z = prepare_logits(x, where)
     norm = log_normalizer(z, axis)
-    return log_probs(z, norm).astype(x.dtype), norm
+    logp = log_probs(z, norm)
+    if where is not None:
+        # A constant -inf, so that differentiating this rule (higher order) gives 0 there.
+        logp = jnp.where(where, logp, -jnp.inf)
+    return logp.astype(x.dtype), norm
 
 
 def _centred_tangent(x, where, norm, dx, axis):

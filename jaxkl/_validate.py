@@ -32,8 +32,16 @@ def float_array(x: Any, name: str) -> jax.Array:
 
 
 def common_dtype(*arrays: jax.Array) -> Any:
-    """The floating dtype both inputs are promoted to (explicitly, never implicitly)."""
-    return jnp.result_type(*(a.dtype for a in arrays))
+    """The floating dtype mixed inputs are promoted to: the widest (bf16 with f16 gives f32).
+
+    Written out rather than left to ``jnp.promote_types`` so that it behaves
+    the same under ``jax_numpy_dtype_promotion="strict"``.
+    """
+    dtypes = {jnp.dtype(a.dtype) for a in arrays}
+    widest = max(dtypes, key=lambda d: d.itemsize)
+    if len(dtypes) > 1 and widest.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return widest
 
 
 def same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
