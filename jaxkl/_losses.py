@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._divergences import rel_entr
 from ._reductions import reduce
 from ._rowwise import compute_dtype
 
@@ -64,9 +63,15 @@ def kl_div(
     x = x.astype(compute_dtype(dtype))
     t = t.astype(compute_dtype(dtype))
     if log_target:
-        p = jnp.exp(t)
-        pointwise = jnp.where(p == 0, 0.0, p * (jnp.where(p == 0, 0.0, t - x)))
+        p, log_p = jnp.exp(t), t
     else:
-        # p log p - p x, with both parts exactly 0 where p = 0.
-        pointwise = rel_entr(t, jnp.ones_like(t)) - jnp.where(t == 0, 0.0, t * jnp.where(t == 0, 0.0, x))
+        p, log_p = t, jnp.log(jnp.where(t == 0, 1.0, t))
+    # p (log p - input), computed as one product (no cancellation between two
+    # sums); where p = 0 the term is 0 with zero gradient, unless input is NaN.
+    unused = p == 0
+    pointwise = jnp.where(
+        unused,
+        jnp.where(jnp.isnan(x), x, 0.0),
+        p * (jnp.where(unused, 0.0, log_p) - jnp.where(unused, 0.0, x)),
+    )
     return reduce(pointwise, reduction).astype(dtype)
