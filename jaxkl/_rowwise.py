@@ -133,10 +133,11 @@ def with_tangent(coefficient: jax.Array, tangent: jax.Array | None, axis: int) -
 
 def clip_value(value: jax.Array, low: float | None, high: float | None) -> jax.Array:
     """Clamp a value the mathematics bounds, leaving NaN as NaN."""
+    # `<=` also turns a -0.0 into +0.0 at a bound of 0.
     if low is not None:
-        value = jnp.where(value < low, low, value)
+        value = jnp.where(value <= low, low, value)
     if high is not None:
-        value = jnp.where(value > high, high, value)
+        value = jnp.where(value >= high, high, value)
     return value
 
 

@@ -204,3 +204,12 @@ def test_random_divergences_are_never_negative_and_js_is_bounded(args):
         assert (np.asarray(kl) >= 0).all()
     for js in (jaxkl.js_divergence_from_logits(a, b), jaxkl.js_divergence(jaxkl.softmax(a), jaxkl.softmax(b))):
         assert ((np.asarray(js) >= 0) & (np.asarray(js) <= np.float32(math.log(2.0)))).all()
+
+
+def test_cross_entropy_with_neg_inf_logit_on_an_unused_class_is_zero():
+    # optax.softmax_cross_entropy returns NaN here.
+    target, logits = jnp.array([0.0, 1.0]), jnp.array([NINF, 0.0])
+    value, (gp, gy) = jax.value_and_grad(jaxkl.cross_entropy_from_logits, (0, 1))(target, logits)
+    assert value == 0.0
+    np.testing.assert_array_equal(gy, [0.0, 0.0])
+    assert gp[1] == 0.0 and not np.isnan(gp).any()
