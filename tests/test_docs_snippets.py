@@ -1,0 +1,25 @@
+"""The Python code shown in the README and the guide pages runs as written."""
+
+import pathlib
+import re
+
+import jax
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = ["README.md", "docs/index.md", "docs/getting-started.md", "docs/conventions.md", "docs/numerics.md"]
+
+
+def python_blocks(path):
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_code_runs(page):
+    blocks = python_blocks(ROOT / page)
+    assert blocks, f"{page} shows no Python code"
+    namespace = {}
+    # Pages are written for default JAX settings, as a reader would run them.
+    with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+        for block in blocks:  # blocks on a page build on each other
+            exec(compile(block, page, "exec"), namespace)
