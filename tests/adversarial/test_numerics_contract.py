@@ -189,20 +189,23 @@ def test_shapes_that_would_broadcast_are_refused(name):
         getattr(jaxkl, name)(jnp.ones((3, 1)), jnp.ones(3))
 
 
-rows = st.integers(1, 4).flatmap(
-    lambda n: st.tuples(st.just(n), st.integers(1, 9), st.integers(0, 2**31 - 1), st.floats(0.01, 30.0))
-)
+@jax.jit
+def _all_divergences(a, b):
+    p, q = jaxkl.softmax(a), jaxkl.softmax(b)
+    kls = (jaxkl.kl_divergence_from_logits(a, b), jaxkl.kl_divergence(p, q))
+    jss = (jaxkl.js_divergence_from_logits(a, b), jaxkl.js_divergence(p, q))
+    return kls, jss
 
 
-@given(rows)
-def test_random_divergences_are_never_negative_and_js_is_bounded(args):
-    n, k, seed, scale = args
+@given(st.sampled_from([1, 2, 3, 17]), st.integers(0, 2**31 - 1), st.floats(1e-3, 30.0))
+def test_random_divergences_are_never_negative_and_js_is_bounded(k, seed, scale):
     rng = np.random.default_rng(seed)
-    a = jnp.asarray(ref.random_logits(rng, (n, k), scale))
-    b = jnp.asarray(ref.random_logits(rng, (n, k), scale))
-    for kl in (jaxkl.kl_divergence_from_logits(a, b), jaxkl.kl_divergence(jaxkl.softmax(a), jaxkl.softmax(b))):
+    a = ref.random_logits(rng, (8, k), scale)
+    b = np.where(rng.random((8, 1)) < 0.3, a, ref.random_logits(rng, (8, k), scale))  # some equal rows
+    kls, jss = _all_divergences(jnp.asarray(a), jnp.asarray(b))
+    for kl in kls:
         assert (np.asarray(kl) >= 0).all()
-    for js in (jaxkl.js_divergence_from_logits(a, b), jaxkl.js_divergence(jaxkl.softmax(a), jaxkl.softmax(b))):
+    for js in jss:
         assert ((np.asarray(js) >= 0) & (np.asarray(js) <= np.float32(math.log(2.0)))).all()
 
 
