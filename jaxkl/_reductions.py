@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
+from ._rowwise import compute_dtype
 
 
 def reduce(values: Any, reduction: str = "mean", *, where: Any = None) -> jax.Array:
@@ -48,12 +49,13 @@ def reduce(values: Any, reduction: str = "mean", *, where: Any = None) -> jax.Ar
     if reduction == "none":
         return values
     # Accumulate low-precision values in float32.
-    total = jnp.sum(values, dtype=jnp.promote_types(values.dtype, jnp.float32))
+    total = jnp.sum(values, dtype=compute_dtype(values.dtype))
     if reduction == "sum":
         result = total
     elif reduction == "batchmean":
         result = total / (values.shape[0] if values.ndim else 1)
     else:
-        count = values.size if where is None else jnp.sum(jnp.broadcast_to(where, values.shape))
+        # The count is cast explicitly: int / float fails under strict dtype promotion.
+        count = values.size if where is None else jnp.sum(jnp.broadcast_to(where, values.shape), dtype=total.dtype)
         result = jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
     return result.astype(values.dtype)
