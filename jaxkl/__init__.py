@@ -1,5 +1,6 @@
 """jaxkl: JAX kernels for entropy, cross-entropy, KL and Jensen-Shannon divergence."""
 
+from ._cross_entropy_loss import cross_entropy_loss as cross_entropy_loss
 from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
 from ._divergences import js_divergence as js_divergence
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "cross_entropy",
     "cross_entropy_from_logits",
+    "cross_entropy_loss",
     "entropy",
     "entropy_from_logits",
     "js_divergence",
