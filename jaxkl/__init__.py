@@ -5,6 +5,8 @@ from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
 from ._divergences import js_divergence as js_divergence
 from ._divergences import kl_divergence as kl_divergence
+from ._distillation import consistency_loss as consistency_loss
+from ._distillation import distillation_loss as distillation_loss
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -18,9 +20,11 @@ from ._softmax import softmax as softmax
 __version__ = "0.1.0"
 
 __all__ = [
+    "consistency_loss",
     "cross_entropy",
     "cross_entropy_from_logits",
     "cross_entropy_loss",
+    "distillation_loss",
     "entropy",
     "entropy_from_logits",
     "js_divergence",

@@ -231,7 +231,7 @@ def cross_entropy_loss(
       [2.407606 2.407606]
       >>> w = jnp.array([1.0, 2.0, 3.0])
       >>> print(jaxkl.cross_entropy_loss(logits, jnp.array([0, 2]), weight=w).round(6))
-      0.953401
+      0.907606
 
     References:
       PyTorch documentation, ``torch.nn.CrossEntropyLoss``; Szegedy et al.,
