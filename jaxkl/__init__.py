@@ -7,6 +7,7 @@ from ._divergences import js_divergence as js_divergence
 from ._divergences import kl_divergence as kl_divergence
 from ._distillation import consistency_loss as consistency_loss
 from ._distillation import distillation_loss as distillation_loss
+from ._estimators import kl_estimate as kl_estimate
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -32,6 +33,7 @@ __all__ = [
     "kl_div",
     "kl_divergence",
     "kl_divergence_from_logits",
+    "kl_estimate",
     "log_softmax",
     "logsumexp",
     "reduce",
