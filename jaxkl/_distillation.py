@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from . import _validate
 from ._cross_entropy_loss import per_example
-from ._logits import js_divergence_from_logits, kl_divergence_from_logits
+from ._logits import _pair, js_divergence_from_logits, kl_divergence_from_logits
 from ._reductions import reduce
 from ._rowwise import compute_dtype, log_normalizer, prepare_logits
 
@@ -24,15 +24,9 @@ DIVERGENCES = ("forward_kl", "reverse_kl", "js")
 
 def _model_and_target(x, target, name_x, name_target, axis, where):
     """Validated logits pair (target without gradient), class axis and example mask."""
-    x = _validate.float_array(x, name_x)
-    target = _validate.float_array(target, name_target)
-    _validate.same_shape(x, target, name_x, name_target)
-    dtype = _validate.common_dtype(x, target)
-    axis = _validate.normalize_axis(axis, x.ndim)
-    row_shape = x.shape[:axis] + x.shape[axis + 1 :]
-    where = _validate.mask(where, row_shape)
-    target = jax.lax.stop_gradient(target.astype(dtype))
-    return x.astype(dtype), target, axis, where, dtype
+    x, target, axis, _ = _pair(x, target, name_x, name_target, axis, None)
+    where = _validate.mask(where, x.shape[:axis] + x.shape[axis + 1 :])
+    return x, jax.lax.stop_gradient(target), axis, where, x.dtype
 
 
 def distillation_loss(
