@@ -14,6 +14,7 @@ cross-entropy. Both losses are printed as they fall.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ import optax
 import jaxkl
 
 
+@functools.partial(jax.jit, static_argnames=("examples", "features", "classes"))
 def make_data(key, *, examples, features, classes):
     """Points around one random centre per class, and their labels."""
     k_centres, k_labels, k_noise = jax.random.split(key, 3)
@@ -31,6 +33,7 @@ def make_data(key, *, examples, features, classes):
     return x, labels
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def init_mlp(key, sizes):
     """Weights and biases of an MLP with the given layer sizes (He initialisation)."""
     keys = jax.random.split(key, len(sizes) - 1)
@@ -40,6 +43,7 @@ def init_mlp(key, sizes):
     ]
 
 
+@jax.jit
 def mlp(params, x):
     for w, b in params[:-1]:
         x = jax.nn.relu(x @ w + b)
@@ -58,9 +62,9 @@ def fit(params, loss_fn, *, steps, batch, examples, key, learning_rate=3e-3, log
         return optax.apply_updates(params, updates), opt_state, loss
 
     opt_state = optimizer.init(params)
+    batches = jax.random.randint(key, (steps, batch), 0, examples)  # one draw for all steps
     losses = []
-    for i, k in enumerate(jax.random.split(key, steps)):
-        idx = jax.random.randint(k, (batch,), 0, examples)
+    for i, idx in enumerate(batches):
         params, opt_state, loss = step(params, opt_state, idx)
         losses.append(float(loss))
         if log_every and (i % log_every == 0 or i == steps - 1):
@@ -71,13 +75,13 @@ def fit(params, loss_fn, *, steps, batch, examples, key, learning_rate=3e-3, log
 def main(*, steps=300, examples=4096, features=32, classes=10, hidden=128, batch=256,
          temperature=4.0, alpha=0.9, seed=0, log_every=50):
     """Run both phases; returns (teacher_losses, student_losses, student_accuracy)."""
-    k_data, k_teacher, k_student, k_fit1, k_fit2 = jax.random.split(jax.random.PRNGKey(seed), 5)
+    k_data, k_teacher, k_student, k_fit1, k_fit2 = jax.random.split(jax.random.key(seed), 5)
     x, y = make_data(k_data, examples=examples, features=features, classes=classes)
 
     def teacher_loss(params, idx):
         return jaxkl.cross_entropy_loss(mlp(params, x[idx]), y[idx], label_smoothing=0.1)
 
-    teacher = init_mlp(k_teacher, [features, hidden, classes])
+    teacher = init_mlp(k_teacher, (features, hidden, classes))
     teacher, teacher_losses = fit(teacher, teacher_loss, steps=steps, batch=batch,
                                   examples=examples, key=k_fit1, log_every=log_every, name="teacher")
     teacher_logits = mlp(teacher, x)  # fixed targets; distillation_loss also stops their gradient
@@ -86,10 +90,10 @@ def main(*, steps=300, examples=4096, features=32, classes=10, hidden=128, batch
         return jaxkl.distillation_loss(mlp(params, x[idx]), teacher_logits[idx],
                                        temperature=temperature, labels=y[idx], alpha=alpha)
 
-    student = init_mlp(k_student, [features, max(hidden // 8, 2), classes])
+    student = init_mlp(k_student, (features, max(hidden // 8, 2), classes))
     student, student_losses = fit(student, student_loss, steps=steps, batch=batch,
                                   examples=examples, key=k_fit2, log_every=log_every, name="student")
-    accuracy = float(jnp.mean(jnp.argmax(mlp(student, x), -1) == y))
+    accuracy = float(jax.jit(lambda p: jnp.mean(jnp.argmax(mlp(p, x), -1) == y))(student))
     if log_every:
         print(f"student accuracy on the training set: {accuracy:.3f}")
     return teacher_losses, student_losses, accuracy
