@@ -1,9 +1,13 @@
 """jaxkl: JAX kernels for entropy, cross-entropy, KL and Jensen-Shannon divergence."""
 
+from ._cross_entropy_loss import cross_entropy_loss as cross_entropy_loss
 from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
 from ._divergences import js_divergence as js_divergence
 from ._divergences import kl_divergence as kl_divergence
+from ._distillation import consistency_loss as consistency_loss
+from ._distillation import distillation_loss as distillation_loss
+from ._estimators import kl_estimate as kl_estimate
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -17,8 +21,11 @@ from ._softmax import softmax as softmax
 __version__ = "0.1.0"
 
 __all__ = [
+    "consistency_loss",
     "cross_entropy",
     "cross_entropy_from_logits",
+    "cross_entropy_loss",
+    "distillation_loss",
     "entropy",
     "entropy_from_logits",
     "js_divergence",
@@ -26,6 +33,7 @@ __all__ = [
     "kl_div",
     "kl_divergence",
     "kl_divergence_from_logits",
+    "kl_estimate",
     "log_softmax",
     "logsumexp",
     "reduce",

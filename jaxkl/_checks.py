@@ -44,3 +44,18 @@ def probabilities(p: jax.Array, name: str, axis: int, where: jax.Array | None) -
         f"{name} has a row that does not sum to 1 (worst is off by {{}}, tolerance {tol:.3g})",
         jnp.max(error, initial=0.0),
     )
+
+
+def labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> None:
+    """Check that every label is a class index in ``[0, num_classes)`` or ``ignore_index``."""
+    if labels.size == 0:
+        return
+    ok = (labels >= 0) & (labels < num_classes)
+    if ignore_index is not None:
+        ok = ok | (labels == ignore_index)
+    checkify.check(
+        jnp.all(ok),
+        f"labels has an entry outside [0, {num_classes}) that is not ignore_index={ignore_index} "
+        "(first offending label is {})",
+        jnp.where(jnp.any(~ok), labels.ravel()[jnp.argmin(ok.ravel())], 0),
+    )

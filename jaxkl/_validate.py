@@ -124,3 +124,24 @@ def reduction(value: Any) -> str:
     if value not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
     return value
+
+
+def integer_array(x: Any, name: str) -> jax.Array:
+    """`x` as a JAX array of a (signed or unsigned) integer dtype, or a TypeError naming it."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_ or not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(
+            f"{name} must be an integer array of class indices, got dtype {x.dtype} "
+            f"(for probability targets use cross_entropy_from_logits)"
+        )
+    return x
+
+
+def nonnegative(value: Any, name: str) -> float:
+    """A finite number >= 0 known at trace time."""
+    v = concrete_number(value)
+    if v is None:
+        raise TypeError(f"{name} must be a Python number known at trace time")
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v

@@ -1,0 +1,259 @@
+"""Cross-entropy with integer labels: ``torch.nn.functional.cross_entropy`` semantics.
+
+The per-example loss is a :func:`jaxkl._rowwise.row_kernel`, so the backward
+pass rebuilds ``softmax(logits)`` from the logits and one log-normaliser per
+row instead of storing a rows x classes array. With ``P = softmax(x)``, label
+``y``, class weights ``w`` (``W = sum w``), ``a = 1 - eps``, ``b = eps / K``
+and ``z`` the z-loss coefficient, the per-example value and its derivative are
+
+    l  = a w_y (-log P_y) + b sum_c w_c (-log P_c) + z w_y lse(x)^2
+    dl/dx_c = P_c (a w_y + b W + 2 z w_y lse(x)) - a w_y [c = y] - b w_c
+
+The label's log-probability is picked with a one-hot mask and a sum over the
+class axis (not a gather), so every per-row statistic is a reduction over that
+axis; a class axis sharded across devices then only needs a ``psum``/``pmax``
+of these reductions (see :func:`jaxkl._rowwise.log_normalizer`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _checks, _validate
+from ._reductions import reduce
+from ._rowwise import (
+    compute_dtype,
+    log_normalizer,
+    log_probs,
+    logsumexp_of,
+    prepare_logits,
+    row_kernel,
+    with_tangent,
+    zero_where_unused,
+)
+
+
+def _along(v: jax.Array, ndim: int, axis: int) -> jax.Array:
+    """A length-K vector shaped to broadcast along ``axis`` of a rank-``ndim`` array."""
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
+    """Boolean ``[..., K, ...]``: True at each row's label (fused; never stored)."""
+    return jax.lax.broadcasted_iota(idx.dtype, shape, axis) == jnp.expand_dims(idx, axis)
+
+
+def _ce_forward(static, x, idx, wy, weight, valid):
+    axis, a, b, z = static
+    xs = prepare_logits(x, None)
+    norm = log_normalizer(xs, axis)
+    logp = log_probs(xs, norm)
+    value = jnp.zeros(idx.shape, xs.dtype)
+    if a:
+        logp_y = jnp.sum(jnp.where(_label_mask(idx, x.shape, axis), logp, 0.0), axis=axis)
+        value = value + a * zero_where_unused(wy, -logp_y)
+    if b:
+        w = _along(weight, x.ndim, axis)
+        value = value + b * jnp.sum(zero_where_unused(w, -logp), axis=axis)
+    if z:
+        lse = jnp.squeeze(logsumexp_of(norm), axis)
+        value = value + z * zero_where_unused(wy, jnp.square(lse))
+    # An out-of-range label has a NaN weight: the example is NaN whatever the terms.
+    value = jnp.where(jnp.isnan(wy), jnp.nan, value)
+    return jnp.where(valid, value, 0.0), norm
+
+
+def _ce_tangent(static, arrays, norm, tangents):
+    axis, a, b, z = static
+    x, idx, wy, weight, valid = arrays
+    logp = log_probs(prepare_logits(x, None), norm)
+    wy_ = jnp.expand_dims(wy, axis)
+    factor = a * wy_
+    if b:
+        factor = factor + b * jnp.sum(weight)
+    if z:
+        factor = factor + 2.0 * z * wy_ * logsumexp_of(norm)
+    # P_c * factor is 0 where P_c is 0 (a -inf logit), even if factor is infinite.
+    coef = zero_where_unused(jnp.exp(logp), factor)
+    if a:
+        coef = coef - jnp.where(_label_mask(idx, x.shape, axis), a * wy_, 0.0)
+    if b:
+        coef = coef - b * _along(weight, x.ndim, axis)
+    # Ignored and masked examples get exactly zero gradient, even from NaN logits.
+    coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
+    return with_tangent(coef, tangents[0], axis)
+
+
+_cross_entropy = row_kernel(_ce_forward, _ce_tangent)
+
+
+def _matches(labels: jax.Array, value: int | None) -> jax.Array:
+    """``labels == value`` without overflowing a narrow integer dtype."""
+    info = np.iinfo(labels.dtype)
+    if value is None or not info.min <= value <= info.max:
+        return jnp.zeros(labels.shape, bool)
+    return labels == value
+
+
+def per_example(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    where: Any = None,
+    check: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
+    """Validated per-example losses ``(values, valid, w_y, dtype)``, values in the compute dtype."""
+    x = _validate.float_array(logits, "logits")
+    labels = _validate.integer_array(labels, "labels")
+    axis = _validate.normalize_axis(axis, x.ndim)
+    num_classes = x.shape[axis]
+    row_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    if labels.shape != row_shape:
+        raise ValueError(
+            f"labels.shape={labels.shape} must equal logits.shape={x.shape} without "
+            f"axis={axis}, i.e. {row_shape}; jaxkl never broadcasts labels against logits"
+        )
+    eps = _validate.unit_interval(label_smoothing, "label_smoothing")
+    z = _validate.nonnegative(z_loss, "z_loss")
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+    ):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    where = _validate.mask(where, labels.shape)
+    dtype = compute_dtype(x.dtype)
+    if weight is None:
+        weight = jnp.ones((num_classes,), dtype)
+    else:
+        weight = _validate.float_array(weight, "weight")
+        if weight.shape != (num_classes,):
+            raise ValueError(
+                f"weight.shape={weight.shape} must be ({num_classes},): one weight per class "
+                f"along axis={axis} of logits.shape={x.shape}"
+            )
+        # Class weights are constants of the loss (as in PyTorch): no gradient.
+        weight = jax.lax.stop_gradient(weight.astype(dtype))
+    if check:
+        _checks.labels(labels, num_classes, ignore_index)
+
+    in_range = (labels >= 0) & (labels < num_classes)
+    # Valid labels fit in int32 (K < 2**31); out-of-range ones never index anything.
+    idx = jnp.where(in_range, labels, jnp.zeros((), labels.dtype)).astype(jnp.int32)
+    if num_classes:
+        wy = jnp.where(in_range, weight[idx], jnp.nan)
+    else:
+        wy = jnp.full(labels.shape, jnp.nan, dtype)
+    valid = ~_matches(labels, ignore_index)
+    if where is not None:
+        valid = valid & jnp.broadcast_to(where, labels.shape)
+    static = (axis, 1.0 - eps, eps / num_classes if num_classes else 0.0, z)
+    values = _cross_entropy(static, x, idx, wy, weight, valid)
+    return values, valid, wy, x.dtype
+
+
+def cross_entropy_loss(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    where: Any = None,
+    check: bool = False,
+) -> jax.Array:
+    r"""Cross-entropy of logits against integer class labels, as ``torch.nn.functional.cross_entropy``.
+
+    Follows PyTorch's ``(input, target)`` order. With ``P = softmax(logits)``,
+    label ``y``, class weights ``w`` (all 1 by default), ``K`` classes and
+    ``eps = label_smoothing``, the per-example loss is
+
+    .. math::
+       \ell = (1 - \varepsilon)\, w_y\, (-\log P_y)
+            + \frac{\varepsilon}{K} \sum_c w_c\, (-\log P_c)
+            + z\, w_y \operatorname{logsumexp}(\text{logits})^2
+
+    i.e. PyTorch's label smoothing (target ``(1 - eps) onehot(y) + eps/K``,
+    each class weighted by its own ``w_c``) plus an optional z-loss (PaLM;
+    not in PyTorch; weighted by ``w_y`` like the main term). Reductions:
+
+    * ``"none"``: per-example losses, 0 for ignored/masked examples;
+    * ``"sum"``: their sum;
+    * ``"mean"``: PyTorch's weighted mean ``sum(l) / sum(w_y)`` over examples
+      that are neither ignored nor masked (the plain mean without ``weight``);
+      0, not NaN, when nothing remains (PyTorch gives NaN);
+    * ``"batchmean"``: the sum divided by ``labels.shape[0]``.
+
+    The row maximum is subtracted first: adding ``1e4`` or ``1e5`` to float32
+    logits changes neither value nor gradient. A ``-inf`` logit is a class with
+    probability 0 (finite, zero gradient unless it is the label, which gives
+    ``+inf``; with ``label_smoothing > 0`` the value is ``+inf`` but the
+    gradient stays finite). Reverse mode stores O(rows), not rows x classes.
+
+    **Labels out of range** (``< 0`` or ``>= K``, other than ``ignore_index``)
+    never wrap around (optax's and NumPy's indexing would): the example's loss
+    is NaN, so a ``"mean"``/``"sum"`` is NaN too. ``check=True`` adds a
+    :mod:`jax.experimental.checkify` check that names the bad label.
+
+    Args:
+      logits: ``[..., K, ...]`` floating point (bf16/f16 are accumulated in f32).
+      labels: integer class indices, shape ``logits.shape`` without ``axis``.
+      axis: the class axis of ``logits``.
+      weight: optional ``[K]`` class weights (treated as constants: no gradient).
+      ignore_index: a label value whose examples contribute nothing and count
+        for nothing (PyTorch's default is ``-100``; here ``None`` = none).
+      label_smoothing: ``eps`` in ``[0, 1]``.
+      z_loss: coefficient ``>= 0`` of ``logsumexp(logits)^2``.
+      reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"batchmean"``.
+      where: optional boolean mask over examples (broadcastable to ``labels``);
+        ``False`` acts like ``ignore_index``.
+      check: add checkify checks that labels are in range.
+
+    Returns:
+      A scalar, or ``labels.shape`` for ``"none"``; dtype of ``logits``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> logits = jnp.array([[1.0, 2.0, 3.0], [1e4, 1e4 + 1, 1e4 + 2]])
+      >>> print(jaxkl.cross_entropy_loss(logits, jnp.array([0, 0]), reduction="none"))
+      [2.407606 2.407606]
+      >>> w = jnp.array([1.0, 2.0, 3.0])
+      >>> print(jaxkl.cross_entropy_loss(logits, jnp.array([0, 2]), weight=w).round(6))
+      0.907606
+
+    References:
+      PyTorch documentation, ``torch.nn.CrossEntropyLoss``; Szegedy et al.,
+      "Rethinking the Inception Architecture" (2016) for label smoothing;
+      Chowdhery et al., "PaLM" (2022) for the z-loss.
+    """
+    reduction = _validate.reduction(reduction)
+    values, valid, wy, dtype = per_example(
+        logits,
+        labels,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        where=where,
+        check=check,
+    )
+    if reduction != "mean" or weight is None:
+        return reduce(values, reduction, where=valid).astype(dtype)
+    total = reduce(values, "sum", where=valid)
+    denominator = jnp.sum(jnp.where(valid, wy, 0.0))
+    mean = jnp.where(denominator == 0, 0.0, total / jnp.where(denominator == 0, 1.0, denominator))
+    return mean.astype(dtype)
+

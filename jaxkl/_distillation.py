@@ -1,0 +1,201 @@
+"""Knowledge distillation and consistency (UDA) losses on top of the logits kernels.
+
+Both losses compare a model's logits with fixed target logits (a teacher, or
+the model's own prediction on a clean input), so the target is wrapped in
+``jax.lax.stop_gradient`` and the divergence comes from the O(rows)-residual
+kernels in :mod:`jaxkl._logits`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from . import _validate
+from ._cross_entropy_loss import per_example
+from ._logits import _pair, js_divergence_from_logits, kl_divergence_from_logits
+from ._reductions import reduce
+from ._rowwise import compute_dtype, log_normalizer, prepare_logits
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "js")
+
+
+def _model_and_target(x, target, name_x, name_target, axis, where):
+    """Validated logits pair (target without gradient), class axis and example mask."""
+    x, target, axis, _ = _pair(x, target, name_x, name_target, axis, None)
+    where = _validate.mask(where, x.shape[:axis] + x.shape[axis + 1 :])
+    return x, jax.lax.stop_gradient(target), axis, where, x.dtype
+
+
+def distillation_loss(
+    student_logits: Any,
+    teacher_logits: Any,
+    *,
+    temperature: float = 1.0,
+    labels: Any = None,
+    alpha: float = 0.5,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    scale_by_temperature_squared: bool = True,
+    reduction: str = "batchmean",
+    where: Any = None,
+    axis: int = -1,
+) -> jax.Array:
+    r"""Knowledge-distillation loss between temperature-softened student and teacher.
+
+    Follows PyTorch's ``(input, target)`` order: student first. With
+    ``S = softmax(student_logits / T)`` and ``P = softmax(teacher_logits / T)``
+    the soft part per example is
+
+    * ``"forward_kl"``: :math:`\mathrm{KL}(P \,\|\, S)` (Hinton et al.; what
+      ``F.kl_div(log_softmax(s/T), softmax(t/T))`` computes);
+    * ``"reverse_kl"``: :math:`\mathrm{KL}(S \,\|\, P)` (mode-seeking);
+    * ``"js"``: generalised JSD :math:`\beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(S\|M)`
+      with :math:`M = \beta P + (1-\beta) S` (the GKD convention; ``beta`` of
+      0 or 1 makes it identically 0),
+
+    times :math:`T^2` when ``scale_by_temperature_squared`` (soft gradients
+    shrink like :math:`1/T^2`; the factor keeps their size comparable to the
+    hard loss's as ``T`` changes). With ``labels``, the per-example loss is
+
+    .. math:: (1 - \alpha)\, \mathrm{CE}(\text{student\_logits}, y) + \alpha\, \text{soft}
+
+    with the hard cross-entropy at temperature 1 (as
+    :func:`jaxkl.cross_entropy_loss`; out-of-range labels give NaN). The
+    teacher gets no gradient (``stop_gradient``).
+
+    Args:
+      student_logits: ``[..., K, ...]`` floating point.
+      teacher_logits: same shape as ``student_logits``.
+      temperature: ``T > 0`` dividing both logits for the soft part.
+      labels: optional integer labels, shape of the logits without ``axis``.
+      alpha: weight of the soft part in ``[0, 1]`` (used only with ``labels``).
+      divergence: ``"forward_kl"``, ``"reverse_kl"`` or ``"js"``.
+      beta: teacher's weight in the JS mixture, in ``[0, 1]``.
+      scale_by_temperature_squared: multiply the soft part by ``T**2``.
+      reduction: over examples, as :func:`jaxkl.reduce` (default
+        ``"batchmean"``: sum over examples divided by the first dimension).
+      where: optional boolean mask over examples (shape of the logits without
+        ``axis``); masked examples give 0 and no gradient (unless their logits are NaN).
+      axis: the class axis.
+
+    Returns:
+      A scalar, or one value per example for ``"none"``; dtype of the logits.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> student = jnp.array([[4.0, 3.9, 1.0]])
+      >>> teacher = jnp.array([[5.0, 4.0, 0.1]])
+      >>> print(jaxkl.distillation_loss(student, teacher, temperature=1.0).round(6))
+      0.100483
+      >>> print(jaxkl.distillation_loss(student, teacher, temperature=5.0, labels=jnp.array([0]), alpha=0.9).round(5))
+      0.29002
+
+    References:
+      Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
+      (2015); Agarwal et al., "On-Policy Distillation of Language Models:
+      Learning from Self-Generated Mistakes" (GKD, ICLR 2024) for the JS variant.
+    """
+    s, t, axis, where, dtype = _model_and_target(
+        student_logits, teacher_logits, "student_logits", "teacher_logits", axis, where
+    )
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    reduction = _validate.reduction(reduction)
+    alpha = _validate.unit_interval(alpha, "alpha")
+    beta = _validate.unit_interval(beta, "beta")
+    t_value = _validate.positive(temperature, "temperature")
+    acc = compute_dtype(dtype)
+
+    soft_weight = 1.0 if labels is None else alpha
+    values = jnp.zeros(s.shape[:axis] + s.shape[axis + 1 :], acc)
+    if soft_weight:
+        if divergence == "forward_kl":
+            soft = kl_divergence_from_logits(t, s, axis=axis, temperature=temperature)
+        elif divergence == "reverse_kl":
+            soft = kl_divergence_from_logits(s, t, axis=axis, temperature=temperature)
+        else:
+            soft = js_divergence_from_logits(t, s, axis=axis, beta=beta, temperature=temperature)
+        soft = soft.astype(acc)
+        if scale_by_temperature_squared and t_value != 1.0:
+            square = t_value**2 if t_value is not None else jnp.square(jnp.asarray(temperature, acc))
+            soft = soft * square
+        values = values + soft_weight * soft
+    if labels is not None and alpha < 1.0:
+        hard, _, _, _ = per_example(s, labels, axis=axis, where=where)
+        values = values + (1.0 - alpha) * hard
+    return reduce(values, reduction, where=where).astype(dtype)
+
+
+def consistency_loss(
+    logits: Any,
+    target_logits: Any,
+    *,
+    temperature: float = 1.0,
+    confidence_threshold: float | None = None,
+    reduction: str = "mean",
+    where: Any = None,
+    axis: int = -1,
+) -> jax.Array:
+    r"""Unsupervised consistency loss of UDA: KL from a sharpened, confident target.
+
+    Follows the ``(input, target)`` order. Per example,
+
+    .. math::
+       \ell = \mathrm{KL}\big(\operatorname{softmax}(t / T) \,\|\, \operatorname{softmax}(x)\big)
+
+    with ``x = logits`` (e.g. the prediction on an augmented input) and
+    ``t = target_logits`` (the prediction on the clean input) held fixed
+    (``stop_gradient``); ``T < 1`` sharpens the target. With
+    ``confidence_threshold = c`` an example is **masked out** unless the largest
+    probability of the *unsharpened* ``softmax(t)`` is strictly above ``c``
+    (UDA's confidence-based masking). Reductions:
+
+    * ``"mean"``: sum over kept examples / number of kept examples (0, not
+      NaN, when none is kept);
+    * ``"batchmean"``: sum over kept examples / the batch size
+      (``logits.shape[0]``), the original UDA normalisation;
+    * ``"sum"``, ``"none"`` (masked examples are 0).
+
+    Args:
+      logits: model logits ``[..., K, ...]``.
+      target_logits: target logits, same shape (no gradient flows into them).
+      temperature: ``T > 0`` dividing ``target_logits`` only.
+      confidence_threshold: ``None`` (keep all) or a number in ``[0, 1]``.
+      reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"batchmean"``.
+      where: optional boolean mask over examples, combined with the confidence mask.
+      axis: the class axis.
+
+    Returns:
+      A scalar, or one value per example for ``"none"``; dtype of ``logits``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+      >>> t = jnp.array([[3.0, 0.0], [0.1, 0.0]])  # max probs 0.953 and 0.525
+      >>> print(jaxkl.consistency_loss(x, t, temperature=0.4, confidence_threshold=0.8).round(6))
+      0.309116
+
+    References:
+      Xie et al., "Unsupervised Data Augmentation for Consistency Training"
+      (NeurIPS 2020).
+    """
+    x, t, axis, where, dtype = _model_and_target(
+        logits, target_logits, "logits", "target_logits", axis, where
+    )
+    reduction = _validate.reduction(reduction)
+    t_value = _validate.positive(temperature, "temperature")
+    if t_value is None:
+        sharpened = t / jnp.asarray(temperature, t.dtype)
+    else:
+        sharpened = t if t_value == 1.0 else t * jnp.asarray(1.0 / t_value, t.dtype)
+    values = kl_divergence_from_logits(sharpened, x, axis=axis)
+    if confidence_threshold is not None:
+        threshold = _validate.unit_interval(confidence_threshold, "confidence_threshold")
+        # max softmax(t) = exp(max t - logsumexp t) = exp(-log_sum): one per-row statistic.
+        _, log_sum = log_normalizer(prepare_logits(t, None), axis)
+        confident = jnp.squeeze(jnp.exp(-log_sum), axis) > threshold
+        where = confident if where is None else confident & jnp.broadcast_to(where, confident.shape)
+    return reduce(values, reduction, where=where).astype(dtype)

@@ -1,0 +1,206 @@
+"""distillation_loss and consistency_loss against NumPy references written in this file."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxkl
+
+distill = jax.jit(
+    jaxkl.distillation_loss,
+    static_argnames=(
+        "temperature", "alpha", "divergence", "beta", "scale_by_temperature_squared", "reduction", "axis",
+    ),
+)
+consistency = jax.jit(
+    jaxkl.consistency_loss,
+    static_argnames=("temperature", "confidence_threshold", "reduction", "axis"),
+)
+
+
+def softmax(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def kl(p, q):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sum(np.where(p == 0, 0.0, p * (np.log(p) - np.log(q))), axis=-1)
+
+
+def reference_distillation(s, t, *, temperature=1.0, labels=None, alpha=0.5,
+                           divergence="forward_kl", beta=0.5, scale=True):
+    """Per-example values, following Hinton et al. and the GKD definition of JS_beta."""
+    p_t, p_s = softmax(np.asarray(t) / temperature), softmax(np.asarray(s) / temperature)
+    if divergence == "forward_kl":
+        soft = kl(p_t, p_s)
+    elif divergence == "reverse_kl":
+        soft = kl(p_s, p_t)
+    else:
+        m = beta * p_t + (1 - beta) * p_s
+        soft = beta * kl(p_t, m) + (1 - beta) * kl(p_s, m)
+    if scale:
+        soft = soft * temperature**2
+    if labels is None:
+        return soft
+    hard = -np.log(softmax(s)[np.arange(len(labels)), labels])
+    return (1 - alpha) * hard + alpha * soft
+
+
+def _pair(seed, shape=(6, 5), scale=3.0):
+    rng = np.random.default_rng(seed)
+    s = (scale * rng.standard_normal(shape)).astype(np.float32)
+    t = (scale * rng.standard_normal(shape)).astype(np.float32)
+    return s, t
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js"])
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_distillation_matches_reference(divergence, temperature, with_labels):
+    s, t = _pair(0)
+    labels = np.array([0, 1, 2, 3, 4, 0], np.int32) if with_labels else None
+    got = distill(s, t, temperature=temperature, labels=labels, alpha=0.7, divergence=divergence,
+                  beta=0.3, reduction="none")
+    want = reference_distillation(s, t, temperature=temperature, labels=labels, alpha=0.7,
+                                  divergence=divergence, beta=0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_hinton_as_ported_from_pytorch():
+    # F.kl_div(F.log_softmax(s / T), F.softmax(t / T), reduction="batchmean") * T**2
+    s, t = _pair(1)
+    temperature = 3.0
+    log_q = np.log(softmax(s / temperature))
+    p = softmax(t / temperature)
+    torch_style = np.sum(p * (np.log(p) - log_q)) / s.shape[0] * temperature**2
+    got = distill(s, t, temperature=temperature)
+    np.testing.assert_allclose(got, torch_style, rtol=1e-5)
+    unscaled = distill(s, t, temperature=temperature, scale_by_temperature_squared=False)
+    np.testing.assert_allclose(unscaled, torch_style / temperature**2, rtol=1e-5)
+
+
+def test_teacher_gets_no_gradient_and_student_gradient_is_analytic():
+    s, t = _pair(2)
+    temperature = 2.0
+    gs, gt = jax.grad(distill, argnums=(0, 1))(s, t, temperature=temperature, reduction="sum")
+    assert np.all(gt == 0.0)
+    # d/ds T^2 KL(P_t || P_s) = T (P_s - P_t) with P = softmax(. / T)
+    want = temperature * (softmax(s / temperature) - softmax(t / temperature))
+    np.testing.assert_allclose(gs, want, atol=1e-6)
+
+
+def test_reductions_and_mask_over_examples():
+    s, t = _pair(3)
+    keep = np.array([True, True, False, True, False, True])
+    per = reference_distillation(s, t, temperature=2.0)
+    for reduction, want in [
+        ("sum", per[keep].sum()),
+        ("mean", per[keep].mean()),
+        ("batchmean", per[keep].sum() / 6),
+    ]:
+        got = distill(s, t, temperature=2.0, reduction=reduction, where=keep)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_distillation_edges_have_finite_gradients():
+    s = jnp.array([[0.0, -jnp.inf, 1.0], [1e5, 1e5 + 1.0, 1e5 - 2.0], [jnp.nan, 0.0, 0.0]])
+    t = jnp.array([[1.0, -jnp.inf, 0.0], [3.0, 2.0, 1.0], [0.0, 0.0, 0.0]])
+    keep = jnp.array([True, True, False])
+    for divergence in ("forward_kl", "reverse_kl", "js"):
+        loss, grad = jax.value_and_grad(distill)(
+            s, t, temperature=2.0, divergence=divergence, labels=jnp.array([0, 1, 2]), where=keep
+        )
+        assert np.isfinite(loss), divergence
+        assert np.all(np.isfinite(grad[:2])), divergence
+    shifted = distill(s[1:2], t[1:2] + 1e4)
+    np.testing.assert_allclose(shifted, reference_distillation(s[1:2] - 1e5, t[1:2]).mean(), rtol=1e-5)
+
+
+def test_distillation_bf16_in_bf16_out():
+    s, t = _pair(4, shape=(8, 40))
+    sb, tb = jnp.asarray(s, jnp.bfloat16), jnp.asarray(t, jnp.bfloat16)
+    loss, grad = jax.value_and_grad(distill)(sb, tb, temperature=2.0, labels=jnp.zeros(8, jnp.int32))
+    assert loss.dtype == jnp.bfloat16 and grad.dtype == jnp.bfloat16
+    want = reference_distillation(
+        np.asarray(sb, np.float32), np.asarray(tb, np.float32), temperature=2.0, labels=np.zeros(8, int)
+    ).mean()
+    np.testing.assert_allclose(float(loss), want, rtol=2e-2)
+
+
+def test_distillation_argument_errors():
+    s, t = _pair(5)
+    with pytest.raises(ValueError, match=r"student_logits.shape=\(6, 5\).*teacher_logits.shape=\(6, 4\)"):
+        jaxkl.distillation_loss(s, t[:, :4])
+    with pytest.raises(ValueError, match="divergence"):
+        jaxkl.distillation_loss(s, t, divergence="kl")
+    with pytest.raises(ValueError, match="alpha"):
+        jaxkl.distillation_loss(s, t, alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        jaxkl.distillation_loss(s, t, temperature=0.0)
+    with pytest.raises(TypeError, match="labels"):
+        jaxkl.distillation_loss(s, t, labels=np.zeros(6, np.float32))
+    with pytest.raises(ValueError, match="where"):
+        jaxkl.distillation_loss(s, t, where=np.ones(5, bool))
+
+
+# ----------------------------------------------------------------- consistency
+
+
+def reference_consistency(x, t, *, temperature=1.0, threshold=None, reduction="mean"):
+    """UDA (Xie et al. 2020): KL(sharpened target || model), confidence mask from softmax(t)."""
+    per = kl(softmax(np.asarray(t) / temperature), softmax(x))
+    keep = np.ones(len(per), bool) if threshold is None else softmax(t).max(-1) > threshold
+    per = np.where(keep, per, 0.0)
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    if reduction == "batchmean":
+        return per.sum() / len(per)
+    return per.sum() / keep.sum() if keep.any() else 0.0
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean", "batchmean"])
+@pytest.mark.parametrize("temperature,threshold", [(1.0, None), (0.4, 0.6), (0.4, None), (2.0, 0.3)])
+def test_consistency_matches_reference(reduction, temperature, threshold):
+    x, t = _pair(6)
+    t = t / 2  # a spread of confidences around the thresholds
+    got = consistency(x, t, temperature=temperature, confidence_threshold=threshold, reduction=reduction)
+    want = reference_consistency(x, t, temperature=temperature, threshold=threshold, reduction=reduction)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_confidence_uses_the_unsharpened_target():
+    # softmax([0.2, 0]) has max 0.55; sharpened by T = 0.1 it would be 0.88.
+    x = jnp.zeros((1, 2))
+    t = jnp.array([[0.2, 0.0]])
+    assert consistency(x, t, temperature=0.1, confidence_threshold=0.6, reduction="sum") == 0.0
+    assert consistency(x, t, temperature=0.1, confidence_threshold=0.5, reduction="sum") > 0.0
+
+
+def test_nothing_confident_gives_zero_not_nan():
+    x, t = _pair(7)
+    loss, grad = jax.value_and_grad(consistency)(x, t * 0.0, confidence_threshold=0.5)
+    assert loss == 0.0
+    assert np.all(grad == 0.0)
+
+
+def test_consistency_target_gets_no_gradient():
+    x, t = _pair(8)
+    gx, gt = jax.grad(consistency, argnums=(0, 1))(x, t, temperature=0.5, reduction="sum")
+    assert np.all(gt == 0.0)
+    np.testing.assert_allclose(gx, softmax(x) - softmax(t / 0.5), atol=1e-6)
+
+
+def test_consistency_where_and_errors():
+    x, t = _pair(9)
+    keep = np.array([True, False, True, True, True, False])
+    got = consistency(x, t, where=keep)
+    np.testing.assert_allclose(got, reference_consistency(x[keep], t[keep]), rtol=1e-5)
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        jaxkl.consistency_loss(x, t, confidence_threshold=1.5)
+    with pytest.raises(ValueError, match="logits"):
+        jaxkl.consistency_loss(x, t[:3])
