@@ -116,3 +116,16 @@ def reduction(value: Any) -> str:
     if value not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
     return value
+
+
+def axis_name(value: Any) -> Any:
+    """A mesh axis name (a hashable, e.g. a str), a tuple of them, or None."""
+    if value is None:
+        return None
+    names = value if isinstance(value, tuple) else (value,)
+    for n in names:
+        try:
+            hash(n)
+        except TypeError:
+            raise TypeError(f"axis_name must be a mesh axis name or a tuple of them, got {value!r}")
+    return value
