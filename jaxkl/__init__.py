@@ -4,6 +4,7 @@ from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
 from ._divergences import js_divergence as js_divergence
 from ._divergences import kl_divergence as kl_divergence
+from ._fused import fused_linear_cross_entropy as fused_linear_cross_entropy
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -21,6 +22,7 @@ __all__ = [
     "cross_entropy_from_logits",
     "entropy",
     "entropy_from_logits",
+    "fused_linear_cross_entropy",
     "js_divergence",
     "js_divergence_from_logits",
     "kl_div",
