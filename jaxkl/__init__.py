@@ -5,6 +5,9 @@ from ._divergences import entropy as entropy
 from ._divergences import js_divergence as js_divergence
 from ._divergences import kl_divergence as kl_divergence
 from ._fused import fused_linear_cross_entropy as fused_linear_cross_entropy
+from ._fused_distillation import (
+    fused_linear_distillation_loss as fused_linear_distillation_loss,
+)
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -23,6 +26,7 @@ __all__ = [
     "entropy",
     "entropy_from_logits",
     "fused_linear_cross_entropy",
+    "fused_linear_distillation_loss",
     "js_divergence",
     "js_divergence_from_logits",
     "kl_div",
