@@ -54,6 +54,6 @@ def reduce(values: Any, reduction: str = "mean", *, where: Any = None) -> jax.Ar
     elif reduction == "batchmean":
         result = total / (values.shape[0] if values.ndim else 1)
     else:
-        count = values.size if where is None else jnp.sum(jnp.broadcast_to(where, values.shape))
+        count = values.size if where is None else jnp.sum(jnp.broadcast_to(where, values.shape), dtype=total.dtype)
         result = jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
     return result.astype(values.dtype)
