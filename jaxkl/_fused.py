@@ -74,7 +74,7 @@ def _unchunked(x: jax.Array, num_rows: int) -> jax.Array:
 def _logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     """One chunk of logits, matmul in the input dtype with float32 accumulation."""
     z = jnp.dot(h, weight, preferred_element_type=compute_dtype(weight.dtype))
-    return z if bias is None else z + bias.astype(z.dtype)
+    return z if bias is None else z + bias.astype(z.dtype)[None, :]
 
 
 def _accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array) -> jax.Array:
@@ -200,7 +200,7 @@ def _head_total_fwd(static, hidden, weight, bias, row_extras, shared, row_weight
 def _head_total_bwd(static, grads, cotangent):
     # Under value_and_grad the cotangent is the literal 1.0 and XLA drops the
     # multiply, so the weight gradient is written once, straight into the output.
-    scaled = jax.tree_util.tree_map(lambda g: (cotangent * g).astype(g.dtype), grads)
+    scaled = jax.tree_util.tree_map(lambda g: (cotangent.astype(g.dtype) * g), grads)
     return scaled + (None, None, None)
 
 
