@@ -8,6 +8,10 @@ from ._divergences import kl_divergence as kl_divergence
 from ._distillation import consistency_loss as consistency_loss
 from ._distillation import distillation_loss as distillation_loss
 from ._estimators import kl_estimate as kl_estimate
+from ._fused import fused_linear_cross_entropy as fused_linear_cross_entropy
+from ._fused_distillation import (
+    fused_linear_distillation_loss as fused_linear_distillation_loss,
+)
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -28,6 +32,8 @@ __all__ = [
     "distillation_loss",
     "entropy",
     "entropy_from_logits",
+    "fused_linear_cross_entropy",
+    "fused_linear_distillation_loss",
     "js_divergence",
     "js_divergence_from_logits",
     "kl_div",

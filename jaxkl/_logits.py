@@ -32,6 +32,7 @@ from ._rowwise import (
     prepare_logits,
     prepare_probs,
     row_kernel,
+    row_sum,
     with_tangent,
     zero_where_unused,
 )
@@ -68,28 +69,33 @@ def _temperature_scale(temperature, a, b):
 
 
 def _entropy_forward(static, x, where):
-    axis, scale = static
+    axis, scale, axis_name = static
     z = prepare_logits(x, where, scale)
-    norm = log_normalizer(z, axis)
+    norm = log_normalizer(z, axis, axis_name)
     logp = log_probs(z, norm)
-    h = jnp.sum(zero_where_unused(jnp.exp(logp), -logp), axis=axis)
+    h = row_sum(zero_where_unused(jnp.exp(logp), -logp), axis, axis_name)
     return clip_value(h, 0.0, None).astype(x.dtype), (norm, h)
 
 
 def _entropy_tangent(static, arrays, stats, tangents):
-    axis, scale = static
+    axis, scale, axis_name = static
     x, where = arrays
     norm, h = stats
     logp = log_probs(prepare_logits(x, where, scale), norm)
     coef = -scale * zero_where_unused(jnp.exp(logp), logp + jnp.expand_dims(h, axis))
-    return with_tangent(coef, tangents[0], axis)
+    return with_tangent(coef, tangents[0], axis, axis_name)
 
 
 _entropy = row_kernel(_entropy_forward, _entropy_tangent)
 
 
 def entropy_from_logits(
-    logits: Any, *, axis: int = -1, where: Any = None, base: float | None = None
+    logits: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    base: float | None = None,
+    axis_name: Any = None,
 ) -> jax.Array:
     r"""Shannon entropy of ``softmax(logits)``.
 
@@ -104,6 +110,9 @@ def entropy_from_logits(
       where: optional boolean mask broadcastable to ``logits``; ``False``
         classes are excluded (the distribution is renormalised over the rest).
       base: logarithm base; ``None`` for nats, ``2`` for bits.
+      axis_name: mesh axis name over which ``axis`` is sharded inside
+        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+        the class axis is never gathered), or None.
 
     Returns:
       One entropy per distribution: ``logits.shape`` without ``axis``, in the
@@ -123,36 +132,44 @@ def entropy_from_logits(
     axis = _validate.normalize_axis(axis, x.ndim)
     where = _validate.mask(where, x.shape)
     base = _validate.base(base)
-    return _in_base(_entropy((axis, 1.0), x, where), base)
+    return _in_base(_entropy((axis, 1.0, _validate.axis_name(axis_name)), x, where), base)
 
 
 # --------------------------------------------------------------- cross-entropy
 
 
-def _cross_entropy_forward(axis, p, y, where):
+def _cross_entropy_forward(static, p, y, where):
+    axis, axis_name = static
     t = prepare_probs(p, where)
     z = prepare_logits(y, where)
-    norm = log_normalizer(z, axis)
-    c = -jnp.sum(zero_where_unused(t, log_probs(z, norm)), axis=axis)
+    norm = log_normalizer(z, axis, axis_name)
+    c = -row_sum(zero_where_unused(t, log_probs(z, norm)), axis, axis_name)
     return clip_value(c, 0.0, None).astype(y.dtype), norm
 
 
-def _cross_entropy_tangent(axis, arrays, norm, tangents):
+def _cross_entropy_tangent(static, arrays, norm, tangents):
+    axis, axis_name = static
     p, y, where = arrays
     dp, dy = tangents[:2]
     t = prepare_probs(p, where)
     logq = log_probs(prepare_logits(y, where), norm)
     # d/dp = -log Q, except that an unused class (p = 0 and Q = 0) is 0 log 0.
     coef_p = jnp.where((t == 0) & (logq == -jnp.inf), 0.0, -logq)
-    coef_y = jnp.sum(t, axis=axis, keepdims=True) * jnp.exp(logq) - t
-    return with_tangent(coef_p, dp, axis) + with_tangent(coef_y, dy, axis)
+    coef_y = row_sum(t, axis, axis_name, keepdims=True) * jnp.exp(logq) - t
+    return with_tangent(coef_p, dp, *static) + with_tangent(coef_y, dy, *static)
 
 
 _cross_entropy = row_kernel(_cross_entropy_forward, _cross_entropy_tangent)
 
 
 def cross_entropy_from_logits(
-    p: Any, q_logits: Any, *, axis: int = -1, where: Any = None, base: float | None = None
+    p: Any,
+    q_logits: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    base: float | None = None,
+    axis_name: Any = None,
 ) -> jax.Array:
     r"""Cross-entropy of target probabilities ``p`` and predicted logits.
 
@@ -171,6 +188,9 @@ def cross_entropy_from_logits(
       axis: the class axis.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; ``None`` for nats.
+      axis_name: mesh axis name over which ``axis`` is sharded inside
+        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+        the class axis is never gathered), or None.
 
     Returns:
       One value per distribution (``p.shape`` without ``axis``).
@@ -186,30 +206,30 @@ def cross_entropy_from_logits(
     """
     p, y, axis, where = _pair(p, q_logits, "p", "q_logits", axis, where)
     base = _validate.base(base)
-    return _in_base(_cross_entropy(axis, p, y, where), base)
+    return _in_base(_cross_entropy((axis, _validate.axis_name(axis_name)), p, y, where), base)
 
 
 # ------------------------------------------------------------------------- KL
 
 
 def _kl_log_probs(static, a, b, where, stats=None):
-    axis, scale = static
+    axis, scale, axis_name = static
     za = prepare_logits(a, where, scale)
     zb = prepare_logits(b, where, scale)
     if stats is None:
-        stats = (log_normalizer(za, axis), log_normalizer(zb, axis))
+        stats = (log_normalizer(za, axis, axis_name), log_normalizer(zb, axis, axis_name))
     return log_probs(za, stats[0]), log_probs(zb, stats[1]), stats
 
 
 def _kl_forward(static, a, b, where):
-    axis, _ = static
+    axis, _, axis_name = static
     logp, logq, (norm_a, norm_b) = _kl_log_probs(static, a, b, where)
-    k = jnp.sum(zero_where_unused(jnp.exp(logp), logp - logq), axis=axis)
+    k = row_sum(zero_where_unused(jnp.exp(logp), logp - logq), axis, axis_name)
     return clip_value(k, 0.0, None).astype(a.dtype), (norm_a, norm_b, k)
 
 
 def _kl_tangent(static, arrays, stats, tangents):
-    axis, scale = static
+    axis, scale, axis_name = static
     a, b, where = arrays
     da, db = tangents[:2]
     norm_a, norm_b, k = stats
@@ -220,7 +240,9 @@ def _kl_tangent(static, arrays, stats, tangents):
     # change of a, so its a-gradient is 0 rather than inf - inf.
     coef_a = jnp.where(k == jnp.inf, 0.0, scale * zero_where_unused(p, logp - logq - k))
     coef_b = scale * (jnp.exp(logq) - p)
-    return with_tangent(coef_a, da, axis) + with_tangent(coef_b, db, axis)
+    return with_tangent(coef_a, da, axis, axis_name) + with_tangent(
+        coef_b, db, axis, axis_name
+    )
 
 
 _kl = row_kernel(_kl_forward, _kl_tangent)
@@ -234,6 +256,7 @@ def kl_divergence_from_logits(
     where: Any = None,
     base: float | None = None,
     temperature: float = 1.0,
+    axis_name: Any = None,
 ) -> jax.Array:
     r"""KL divergence ``KL(softmax(p_logits / T) || softmax(q_logits / T))``.
 
@@ -258,6 +281,9 @@ def kl_divergence_from_logits(
       base: logarithm base; ``None`` for nats.
       temperature: divides both logits (``> 0``). A traced value is allowed
         and differentiated, at the cost of O(rows x classes) residuals.
+      axis_name: mesh axis name over which ``axis`` is sharded inside
+        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+        the class axis is never gathered), or None.
 
     Returns:
       One KL per distribution (``p_logits.shape`` without ``axis``), ``>= 0``.
@@ -273,7 +299,7 @@ def kl_divergence_from_logits(
     a, b, axis, where = _pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
     scale, a, b = _temperature_scale(temperature, a, b)
-    return _in_base(_kl((axis, scale), a, b, where), base)
+    return _in_base(_kl((axis, scale, _validate.axis_name(axis_name)), a, b, where), base)
 
 
 # ------------------------------------------------------------------------- JS
@@ -285,8 +311,8 @@ def binary_entropy(beta: float) -> float:
 
 
 def _js_parts(static, a, b, where, stats=None):
-    axis, scale, beta = static
-    logp, logq, norms = _kl_log_probs((axis, scale), a, b, where, stats)
+    axis, scale, beta, axis_name = static
+    logp, logq, norms = _kl_log_probs((axis, scale, axis_name), a, b, where, stats)
     u, v = logp + math.log(beta), logq + math.log1p(-beta)
     # Where both are -inf (masked classes) feed logaddexp zeros instead, so
     # that its higher-order derivatives see no -inf - -inf.
@@ -296,16 +322,16 @@ def _js_parts(static, a, b, where, stats=None):
 
 
 def _js_forward(static, a, b, where):
-    axis, _, beta = static
+    axis, _, beta, axis_name = static
     logp, logq, logm, norms = _js_parts(static, a, b, where)
-    kl_pm = jnp.sum(zero_where_unused(jnp.exp(logp), logp - logm), axis=axis)
-    kl_qm = jnp.sum(zero_where_unused(jnp.exp(logq), logq - logm), axis=axis)
+    kl_pm = row_sum(zero_where_unused(jnp.exp(logp), logp - logm), axis, axis_name)
+    kl_qm = row_sum(zero_where_unused(jnp.exp(logq), logq - logm), axis, axis_name)
     js = beta * kl_pm + (1.0 - beta) * kl_qm
     return clip_value(js, 0.0, binary_entropy(beta)).astype(a.dtype), (norms, kl_pm, kl_qm)
 
 
 def _js_tangent(static, arrays, stats, tangents):
-    axis, scale, beta = static
+    axis, scale, beta, axis_name = static
     a, b, where = arrays
     da, db = tangents[:2]
     norms, kl_pm, kl_qm = stats
@@ -315,8 +341,8 @@ def _js_tangent(static, arrays, stats, tangents):
         x = jnp.exp(logx)
         return weight * scale * zero_where_unused(x, logx - logm - jnp.expand_dims(kl, axis))
 
-    return with_tangent(coefficient(beta, logp, kl_pm), da, axis) + with_tangent(
-        coefficient(1.0 - beta, logq, kl_qm), db, axis
+    return with_tangent(coefficient(beta, logp, kl_pm), da, axis, axis_name) + with_tangent(
+        coefficient(1.0 - beta, logq, kl_qm), db, axis, axis_name
     )
 
 
@@ -332,6 +358,7 @@ def js_divergence_from_logits(
     base: float | None = None,
     beta: float = 0.5,
     temperature: float = 1.0,
+    axis_name: Any = None,
 ) -> jax.Array:
     r"""Generalised Jensen-Shannon divergence of ``softmax(p_logits/T)`` and ``softmax(q_logits/T)``.
 
@@ -353,6 +380,9 @@ def js_divergence_from_logits(
       base: logarithm base; ``None`` for nats.
       beta: weight of P in the mixture, in ``[0, 1]``.
       temperature: divides both logits (``> 0``).
+      axis_name: mesh axis name over which ``axis`` is sharded inside
+        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+        the class axis is never gathered), or None.
 
     Returns:
       One value per distribution (``p_logits.shape`` without ``axis``).
@@ -374,4 +404,4 @@ def js_divergence_from_logits(
     if beta in (0.0, 1.0):
         # M equals P or Q: the divergence is identically 0.
         return jnp.zeros(a.shape[:axis] + a.shape[axis + 1 :], a.dtype)
-    return _in_base(_js((axis, scale, beta), a, b, where), base)
+    return _in_base(_js((axis, scale, beta, _validate.axis_name(axis_name)), a, b, where), base)

@@ -84,7 +84,17 @@ def prepare_probs(p: jax.Array, where: jax.Array | None) -> jax.Array:
     return p
 
 
-def log_normalizer(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+def row_sum(x: jax.Array, axis: int, axis_name: Any = None, keepdims: bool = False) -> jax.Array:
+    """``sum`` over the class axis; with ``axis_name`` the axis is sharded and the
+    per-device partial sums are combined with ``lax.psum`` (one number per row
+    crosses devices, never the class axis itself)."""
+    s = jnp.sum(x, axis=axis, keepdims=keepdims)
+    return s if axis_name is None else jax.lax.psum(s, axis_name)
+
+
+def log_normalizer(
+    x: jax.Array, axis: int, axis_name: Any = None
+) -> tuple[jax.Array, jax.Array]:
     """``logsumexp`` over ``axis`` as a pair ``(shift, log_sum)`` with keepdims.
 
     ``logsumexp = shift + log_sum`` where ``shift`` is the row max and
@@ -94,10 +104,17 @@ def log_normalizer(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     against a possibly huge shift (1e4 + 0.41 in float32 keeps 3 digits).
     A non-finite max is replaced by 0, so an empty or all-``-inf`` row gets
     ``log_sum = -inf`` instead of ``-inf - -inf = NaN`` (NaN still propagates).
+
+    With ``axis_name`` the class axis is sharded over that mesh axis (inside
+    ``shard_map``): the row max is combined with ``lax.pmax`` and the sum with
+    ``lax.psum``. The shift only conditions the sum (its derivative cancels
+    exactly), so it is taken outside differentiation; ``pmax`` has no JVP.
     """
     m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
+    if axis_name is not None:
+        m = jax.lax.pmax(jax.lax.stop_gradient(m), axis_name)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    return m, jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True))
+    return m, jnp.log(row_sum(jnp.exp(x - m), axis, axis_name, keepdims=True))
 
 
 def logsumexp_of(normalizer: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -124,11 +141,16 @@ def zero_where_unused(weight: jax.Array, term: jax.Array) -> jax.Array:
     return jnp.where(unused, 0.0, weight * jnp.where(unused, 0.0, term))
 
 
-def with_tangent(coefficient: jax.Array, tangent: jax.Array | None, axis: int) -> jax.Array | float:
-    """``sum(coefficient * tangent, axis)``, or 0 when the tangent is a known zero."""
+def with_tangent(
+    coefficient: jax.Array, tangent: jax.Array | None, axis: int, axis_name: Any = None
+) -> jax.Array | float:
+    """``sum(coefficient * tangent, axis)``, or 0 when the tangent is a known zero.
+
+    With ``axis_name`` the sum runs over the sharded class axis (see :func:`row_sum`).
+    """
     if tangent is None:
         return 0.0
-    return jnp.sum(coefficient * tangent.astype(coefficient.dtype), axis=axis)
+    return row_sum(coefficient * tangent.astype(coefficient.dtype), axis, axis_name)
 
 
 def clip_value(value: jax.Array, low: float | None, high: float | None) -> jax.Array:

@@ -14,36 +14,41 @@ from ._rowwise import (
     logsumexp_of,
     prepare_logits,
     row_kernel,
+    row_sum,
     with_tangent,
 )
 
+# Every kernel below takes ``static = (axis, axis_name)``; ``axis_name`` names
+# the mesh axis the class axis is sharded over inside ``shard_map`` (or None).
 
-def _prepared(x, where, axis):
-    """Validated logits, mask and axis shared by the three primitives."""
+
+def _prepared(x, where, axis, axis_name):
+    """Validated logits, mask and static ``(axis, axis_name)`` shared by the three primitives."""
     x = _validate.float_array(x, "x")
     axis = _validate.normalize_axis(axis, x.ndim)
     where = _validate.mask(where, x.shape)
-    return x, where, axis
+    return x, where, (axis, _validate.axis_name(axis_name))
 
 
 def _probabilities(x, where, norm):
     return jnp.exp(log_probs(prepare_logits(x, where), norm))
 
 
-def _lse_forward(axis, x, where):
-    norm = log_normalizer(prepare_logits(x, where), axis)
+def _lse_forward(static, x, where):
+    axis, axis_name = static
+    norm = log_normalizer(prepare_logits(x, where), axis, axis_name)
     return jnp.squeeze(logsumexp_of(norm), axis).astype(x.dtype), norm
 
 
-def _lse_tangent(axis, arrays, norm, tangents):
+def _lse_tangent(static, arrays, norm, tangents):
     x, where = arrays
-    return with_tangent(_probabilities(x, where, norm), tangents[0], axis)
+    return with_tangent(_probabilities(x, where, norm), tangents[0], *static)
 
 
 _logsumexp = row_kernel(_lse_forward, _lse_tangent)
 
 
-def logsumexp(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
+def logsumexp(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
     r"""Log of the sum of exponentials over one axis, stable and safe to differentiate.
 
     .. math:: \operatorname{logsumexp}(x) = \log \sum_i \mathbb{1}[\text{where}_i]\, e^{x_i}
@@ -59,6 +64,9 @@ def logsumexp(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
       axis: the class axis to reduce.
       where: optional boolean mask broadcastable to ``x``; ``False`` classes are
         excluded (treated as ``-inf``) and receive zero gradient.
+      axis_name: mesh axis name over which ``axis`` is sharded, when called
+        inside ``shard_map``; row statistics are combined with ``lax.pmax`` /
+        ``lax.psum`` and the class axis is never gathered.
 
     Returns:
       ``x`` with ``axis`` removed, dtype of ``x``.
@@ -74,13 +82,13 @@ def logsumexp(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
       Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and
       softmax functions", IMA J. Numer. Anal. 41 (2021).
     """
-    x, where, axis = _prepared(x, where, axis)
-    return _logsumexp(axis, x, where)
+    x, where, static = _prepared(x, where, axis, axis_name)
+    return _logsumexp(static, x, where)
 
 
-def _log_softmax_forward(axis, x, where):
+def _log_softmax_forward(static, x, where):
     z = prepare_logits(x, where)
-    norm = log_normalizer(z, axis)
+    norm = log_normalizer(z, *static)
     logp = log_probs(z, norm)
     if where is not None:
         # A constant -inf, so that differentiating this rule (higher order) gives 0 there.
@@ -88,16 +96,16 @@ def _log_softmax_forward(axis, x, where):
     return logp.astype(x.dtype), norm
 
 
-def _centred_tangent(x, where, norm, dx, axis):
+def _centred_tangent(x, where, norm, dx, static):
     """``dx - sum(softmax(x) * dx)``: the tangent of ``log_softmax``."""
     p = _probabilities(x, where, norm)
     dx = dx.astype(p.dtype)
-    return dx - jnp.sum(p * dx, axis=axis, keepdims=True), p
+    return dx - row_sum(p * dx, *static, keepdims=True), p
 
 
-def _log_softmax_tangent(axis, arrays, norm, tangents):
+def _log_softmax_tangent(static, arrays, norm, tangents):
     x, where = arrays
-    t, _ = _centred_tangent(x, where, norm, tangents[0], axis)
+    t, _ = _centred_tangent(x, where, norm, tangents[0], static)
     # An excluded class has the constant output -inf: its tangent is 0.
     return t if where is None else jnp.where(where, t, 0.0)
 
@@ -105,7 +113,7 @@ def _log_softmax_tangent(axis, arrays, norm, tangents):
 _log_softmax = row_kernel(_log_softmax_forward, _log_softmax_tangent)
 
 
-def log_softmax(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
+def log_softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
     r"""Log-probabilities ``x - logsumexp(x)`` with a stable, cheap derivative.
 
     .. math:: \log \operatorname{softmax}(x)_i = x_i - \log \sum_j e^{x_j}
@@ -121,6 +129,8 @@ def log_softmax(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
       x: logits ``[..., K, ...]``, floating point.
       axis: the class axis.
       where: optional boolean mask broadcastable to ``x``.
+      axis_name: mesh axis name over which ``axis`` is sharded inside
+        ``shard_map`` (see :func:`jaxkl.logsumexp`), or None.
 
     Returns:
       An array shaped like ``x`` with the dtype of ``x``.
@@ -136,26 +146,26 @@ def log_softmax(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
       Bridle, "Probabilistic interpretation of feedforward classification
       network outputs" (1990).
     """
-    x, where, axis = _prepared(x, where, axis)
-    return _log_softmax(axis, x, where)
+    x, where, static = _prepared(x, where, axis, axis_name)
+    return _log_softmax(static, x, where)
 
 
-def _softmax_forward(axis, x, where):
+def _softmax_forward(static, x, where):
     z = prepare_logits(x, where)
-    norm = log_normalizer(z, axis)
+    norm = log_normalizer(z, *static)
     return jnp.exp(log_probs(z, norm)).astype(x.dtype), norm
 
 
-def _softmax_tangent(axis, arrays, norm, tangents):
+def _softmax_tangent(static, arrays, norm, tangents):
     x, where = arrays
-    t, p = _centred_tangent(x, where, norm, tangents[0], axis)
+    t, p = _centred_tangent(x, where, norm, tangents[0], static)
     return p * t
 
 
 _softmax = row_kernel(_softmax_forward, _softmax_tangent)
 
 
-def softmax(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
+def softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
     r"""Probabilities ``exp(x - logsumexp(x))`` with a stable, cheap derivative.
 
     .. math:: \operatorname{softmax}(x)_i = e^{x_i} / \sum_j e^{x_j}
@@ -168,6 +178,8 @@ def softmax(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
       x: logits ``[..., K, ...]``, floating point.
       axis: the class axis.
       where: optional boolean mask broadcastable to ``x``.
+      axis_name: mesh axis name over which ``axis`` is sharded inside
+        ``shard_map`` (see :func:`jaxkl.logsumexp`), or None.
 
     Returns:
       An array shaped like ``x`` with the dtype of ``x``; each row sums to 1
@@ -182,5 +194,5 @@ def softmax(x: Any, axis: int = -1, *, where: Any = None) -> jax.Array:
       Bridle, "Probabilistic interpretation of feedforward classification
       network outputs" (1990).
     """
-    x, where, axis = _prepared(x, where, axis)
-    return _softmax(axis, x, where)
+    x, where, static = _prepared(x, where, axis, axis_name)
+    return _softmax(static, x, where)

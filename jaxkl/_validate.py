@@ -145,3 +145,16 @@ def nonnegative(value: Any, name: str) -> float:
     if not (v >= 0 and math.isfinite(v)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
+
+
+def axis_name(value: Any) -> Any:
+    """A mesh axis name (a hashable, e.g. a str), a tuple of them, or None."""
+    if value is None:
+        return None
+    names = value if isinstance(value, tuple) else (value,)
+    for n in names:
+        try:
+            hash(n)
+        except TypeError:
+            raise TypeError(f"axis_name must be a mesh axis name or a tuple of them, got {value!r}")
+    return value

@@ -1,0 +1,387 @@
+"""Linear head + row loss, chunked over tokens, never holding N x V logits.
+
+A language-model head computes ``logits = hidden @ weight + bias`` ([N, V])
+and a loss per row. With large vocabularies the logits, their softmax and the
+backward pass's ``d loss / d logits`` are each N x V — gigabytes. Here the rows
+are processed ``chunk_size`` at a time inside ``lax.scan``: a chunk's logits
+([C, V]) are formed, reduced to one value per row, and dropped. The custom VJP
+recomputes each chunk's logits in the backward pass and turns them straight
+into ``d hidden`` (one [C, D] block), ``d weight`` and ``d bias`` (accumulated in
+float32), so no N x V array exists in either pass (Liger-Kernel's chunking;
+Wijmans et al.'s Cut Cross-Entropy tiles the class axis as well).
+
+:func:`head_rows` is the machinery shared with the fused distillation loss:
+any ``row_fn(params, logits_chunk, row_extras_chunk, shared)`` that maps f32
+logits [C, V] to values [C] can be fused; its derivative wrt the logits comes
+from ``jax.vjp`` of ``row_fn`` itself (so jaxkl's cheap kernel derivatives are
+reused), and arrays in ``row_extras``/``shared`` receive no gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._reductions import reduce
+from ._rowwise import compute_dtype
+from ._softmax import logsumexp
+
+# Rows per chunk when chunk_size=None: chosen so that one chunk of float32
+# logits holds about 2**22 elements (16 MiB). See bench/fused_linear.py and
+# docs/large-vocabularies.md for the sweep this comes from.
+DEFAULT_CHUNK_ELEMENTS = 2**22
+
+
+def default_chunk_size(num_rows: int, num_classes: int) -> int:
+    """Rows per chunk so that one chunk of logits has ~``DEFAULT_CHUNK_ELEMENTS``."""
+    rows = max(1, DEFAULT_CHUNK_ELEMENTS // max(num_classes, 1))
+    # Multiples of 8 keep the matmul tiles regular.
+    rows = max(8, rows - rows % 8) if rows >= 8 else rows
+    return int(min(rows, max(num_rows, 1)))
+
+
+def _chunk_size(chunk_size: Any, num_rows: int, num_classes: int) -> int:
+    if chunk_size is None:
+        return default_chunk_size(num_rows, num_classes)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return int(min(chunk_size, max(num_rows, 1)))
+
+
+def _chunked(tree: Any, num_chunks: int, size: int) -> Any:
+    """Pad the leading axis to ``num_chunks * size`` rows and split it into chunks."""
+
+    def split(x):
+        pad = num_chunks * size - x.shape[0]
+        if pad:
+            x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+        return x.reshape((num_chunks, size) + x.shape[1:])
+
+    return jax.tree_util.tree_map(split, tree)
+
+
+def _unchunked(x: jax.Array, num_rows: int) -> jax.Array:
+    return x.reshape((-1,) + x.shape[2:])[:num_rows]
+
+
+def _logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """One chunk of logits, matmul in the input dtype with float32 accumulation."""
+    z = jnp.dot(h, weight, preferred_element_type=compute_dtype(weight.dtype))
+    return z if bias is None else z + bias.astype(z.dtype)[None, :]
+
+
+def _accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array) -> jax.Array:
+    """``total + h.T @ g`` ([D, V]) one block of classes at a time.
+
+    XLA on CPU does not fuse the add into the matmul, so ``h.T @ g`` in one go
+    would be a fresh weight-sized temporary on every step. Updating ``total``
+    block by block in place keeps the temporary at ``D x block``, with the
+    block sized like one chunk of logits (``C x V`` elements).
+    """
+    d, v = total.shape
+    block = min(v, max(1, g.size // max(d, 1)))
+
+    def update(start, size, total):
+        g_block = jax.lax.dynamic_slice_in_dim(g, start, size, axis=1)
+        part = jax.lax.dynamic_slice_in_dim(total, start, size, axis=1)
+        part = part + jnp.dot(h.T, g_block, preferred_element_type=total.dtype)
+        return jax.lax.dynamic_update_slice_in_dim(total, part, start, axis=1)
+
+    full = v // block
+    if full == 1 and v == block:
+        return update(0, v, total)
+    total = jax.lax.fori_loop(0, full, lambda j, t: update(j * block, block, t), total)
+    if v % block:
+        total = update(full * block, v % block, total)
+    return total
+
+
+def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
+    """Per-row values and, if ``cotangent`` is given, the VJP wrt hidden/weight/bias."""
+    row_fn, params, size = static
+    n = hidden.shape[0]
+    num_chunks = -(-n // size)
+    xs = _chunked((hidden, row_extras), num_chunks, size)
+
+    def rows_of(h_c, ex_c):
+        return lambda z: row_fn(params, z, ex_c, shared)
+
+    if cotangent is None:
+
+        def value_step(_, x):
+            h_c, ex_c = x
+            return None, rows_of(h_c, ex_c)(_logits(h_c, weight, bias))
+
+        _, values = jax.lax.scan(value_step, None, xs)
+        return _unchunked(values, n)
+
+    acc = compute_dtype(weight.dtype)
+
+    def grad_step(carry, x):
+        d_weight, d_bias = carry
+        (h_c, ex_c), ct_c = x
+        values, pullback = jax.vjp(rows_of(h_c, ex_c), _logits(h_c, weight, bias))
+        (g,) = pullback(ct_c.astype(acc))
+        g_in = g.astype(weight.dtype)
+        d_h = jnp.dot(g_in, weight.T, preferred_element_type=acc).astype(hidden.dtype)
+        d_weight = _accumulate_outer(d_weight, h_c, g_in)
+        if d_bias is not None:
+            d_bias = d_bias + jnp.sum(g, axis=0)
+        return (d_weight, d_bias), (values, d_h)
+
+    init = (jnp.zeros(weight.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
+    cts = _chunked(cotangent, num_chunks, size)
+    (d_weight, d_bias), (values, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
+    d_bias = None if bias is None else d_bias.astype(bias.dtype)
+    grads = (_unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias)
+    return _unchunked(values, n), grads
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def head_rows(static, hidden, weight, bias, row_extras, shared):
+    """Per-row values ``row_fn(params, hidden @ weight + bias, ...)`` computed chunk by chunk.
+
+    ``static = (row_fn, params, chunk_size)`` must be hashable. Gradients flow to
+    ``hidden``, ``weight`` and ``bias`` only.
+    """
+    return _sweep(static, hidden, weight, bias, row_extras, shared, None)
+
+
+def _head_rows_fwd(static, hidden, weight, bias, row_extras, shared):
+    values = _sweep(static, hidden, weight, bias, row_extras, shared, None)
+    # Residuals are the inputs themselves: nothing N x V, nothing new.
+    return values, (hidden, weight, bias, row_extras, shared)
+
+
+def _head_rows_bwd(static, residuals, cotangent):
+    hidden, weight, bias, row_extras, shared = residuals
+    _, grads = _sweep(static, hidden, weight, bias, row_extras, shared, cotangent)
+    return grads + _no_grad(row_extras, shared)
+
+
+def _no_grad(*trees):
+    return jax.tree_util.tree_map(lambda _: None, trees)
+
+
+head_rows.defvjp(_head_rows_fwd, _head_rows_bwd)
+
+
+def _weighted_total(values: jax.Array, row_weights: jax.Array) -> jax.Array:
+    # A zero weight removes a row even when its value is NaN (an excluded bad label).
+    return jnp.sum(jnp.where(row_weights == 0, 0.0, row_weights * values))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
+    """``sum_n row_weights[n] * values[n]`` of :func:`head_rows`, for scalar losses.
+
+    Because the output is a scalar, the gradient for a unit cotangent is
+    computed during the forward sweep itself (Liger-Kernel's trick) and merely
+    scaled in the backward pass: the forward + backward pass costs three
+    matmuls, as for materialised logits, instead of four. ``row_weights``
+    (mask and normalisation) receive no gradient.
+    """
+    values = _sweep(static, hidden, weight, bias, row_extras, shared, None)
+    return _weighted_total(values, row_weights)
+
+
+def _head_total_fwd(static, hidden, weight, bias, row_extras, shared, row_weights):
+    values, grads = _sweep(static, hidden, weight, bias, row_extras, shared, row_weights)
+    return _weighted_total(values, row_weights), grads
+
+
+def _head_total_bwd(static, grads, cotangent):
+    # Under value_and_grad the cotangent is the literal 1.0 and XLA drops the
+    # multiply, so the weight gradient is written once, straight into the output.
+    scaled = jax.tree_util.tree_map(lambda g: (cotangent.astype(g.dtype) * g), grads)
+    return scaled + (None, None, None)
+
+
+head_total.defvjp(_head_total_fwd, _head_total_bwd)
+
+
+def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, counted):
+    """A fused head loss reduced like :func:`jaxkl.reduce` with ``where=counted``.
+
+    Scalar reductions take the three-matmul :func:`head_total` path; ``"none"``
+    returns per-row values through :func:`head_rows` (four matmuls, since the
+    per-row cotangent is only known in the backward pass).
+    """
+    if reduction == "none":
+        values = head_rows(static, hidden, weight, bias, row_extras, shared)
+        return reduce(values, "none", where=counted)
+    n = hidden.shape[0]
+    dtype = compute_dtype(hidden.dtype)
+    kept = jnp.ones((n,), dtype) if counted is None else counted.astype(dtype)
+    if reduction == "mean":
+        kept = kept / jnp.maximum(jnp.sum(kept), jnp.ones((), dtype))
+    elif reduction == "batchmean":
+        kept = kept / n
+    return head_total(static, hidden, weight, bias, row_extras, shared, kept)
+
+
+def validate_head(hidden, weight, bias, hidden_name="hidden", weight_name="weight"):
+    """Check a linear head ``hidden [N, D] @ weight [D, V] (+ bias [V])``; return it in one dtype."""
+    hidden = _validate.float_array(hidden, hidden_name)
+    weight = _validate.float_array(weight, weight_name)
+    if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[0]:
+        raise ValueError(
+            f"{hidden_name} must be [N, D] and {weight_name} [D, V], got "
+            f"{hidden_name}.shape={hidden.shape} and {weight_name}.shape={weight.shape}"
+        )
+    arrays = [hidden, weight]
+    if bias is not None:
+        bias = _validate.float_array(bias, "bias")
+        if bias.shape != (weight.shape[1],):
+            raise ValueError(
+                f"bias must have shape ({weight.shape[1]},) to match {weight_name}.shape="
+                f"{weight.shape}, got bias.shape={bias.shape}"
+            )
+        arrays.append(bias)
+    dtype = _validate.common_dtype(*arrays)
+    bias = None if bias is None else bias.astype(dtype)
+    return hidden.astype(dtype), weight.astype(dtype), bias
+
+
+def validate_labels(labels: Any, num_rows: int) -> jax.Array:
+    """Integer labels of shape ``(N,)``."""
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (num_rows,):
+        raise ValueError(f"labels must have shape ({num_rows},), got labels.shape={labels.shape}")
+    return labels
+
+
+def label_log_likelihood(logits: jax.Array, labels: jax.Array, lse: jax.Array) -> jax.Array:
+    """``logits[label] - lse`` per row; NaN (never a wrapped index) for labels out of range."""
+    in_range = (labels >= 0) & (labels < logits.shape[-1])
+    index = jnp.where(in_range, labels, 0)[:, None]
+    target = jnp.take_along_axis(logits, index, axis=-1)[:, 0]
+    # `where`, not a multiply: the value is NaN but no NaN reaches the gradient
+    # of rows that a mask or ignore_index removes anyway.
+    return jnp.where(in_range, target - lse, jnp.nan)
+
+
+def _cross_entropy_rows(params, logits, labels, shared):
+    """PyTorch's cross-entropy of one chunk of f32 logits [C, V] with integer labels [C]."""
+    ignore_index, smoothing, z_loss = params
+    lse = logsumexp(logits)
+    loss = -label_log_likelihood(logits, labels, lse)
+    if smoothing:
+        # PyTorch: (1 - eps) * nll + eps * mean_k(-log p_k), eps/K on every class.
+        loss = (1.0 - smoothing) * loss + smoothing * (lse - jnp.mean(logits, axis=-1))
+    if z_loss:
+        loss = loss + z_loss * lse**2
+    if ignore_index is not None:
+        loss = jnp.where(labels == ignore_index, 0.0, loss)
+    return loss
+
+
+def _number(value: Any, name: str, low: float, high: float | None) -> float:
+    v = _validate.concrete_number(value)
+    if v is None:
+        raise TypeError(f"{name} must be a Python number known at trace time")
+    if not (v >= low and (high is None or v <= high)):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return v
+
+
+def fused_linear_cross_entropy(
+    hidden: Any,
+    weight: Any,
+    labels: Any,
+    *,
+    bias: Any = None,
+    chunk_size: int | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    where: Any = None,
+) -> jax.Array:
+    r"""Cross-entropy of a linear head, ``cross_entropy(hidden @ weight + bias, labels)``, fused.
+
+    .. math::
+       z_n = h_n W + b, \qquad
+       \ell_n = (1-\varepsilon)\,(\operatorname{lse}(z_n) - z_{n, y_n})
+       + \varepsilon\,\bigl(\operatorname{lse}(z_n) - \tfrac1V \textstyle\sum_k z_{n,k}\bigr)
+       + \lambda_z \operatorname{lse}(z_n)^2
+
+    The value and gradients equal those of PyTorch's ``F.cross_entropy`` on the
+    materialised logits (no class weights), but the N x V logits are never
+    formed: rows are processed ``chunk_size`` at a time inside ``lax.scan`` and
+    the backward pass recomputes each chunk's logits, so peak temporary memory
+    is a few ``chunk_size x V`` blocks plus one float32 ``weight``-sized
+    accumulator. The matmuls run in the input dtype (bf16 stays bf16) with
+    float32 accumulation; softmax statistics are float32. Gradients flow to
+    ``hidden``, ``weight`` and ``bias``.
+
+    Examples with ``labels == ignore_index`` contribute 0 and are not counted
+    by ``"mean"``; ``where=False`` excludes an example the same way. Labels
+    outside ``[0, V)`` (other than ``ignore_index``) give NaN for that example
+    — never a wrapped index — and no gradient.
+
+    Args:
+      hidden: ``[N, D]`` floating point (e.g. the final hidden states, tokens flattened).
+      weight: ``[D, V]`` head weight (note: ``D`` first, as in ``hidden @ weight``).
+      labels: ``[N]`` integer class indices.
+      bias: optional ``[V]`` head bias.
+      chunk_size: rows per chunk; ``None`` picks about ``2**22 / V`` rows
+        (16 MiB of float32 logits per chunk).
+      ignore_index: a label value whose examples are ignored (PyTorch's -100 convention), or None.
+      label_smoothing: ``eps`` in ``[0, 1]``; ``eps / V`` of the target mass on every class.
+      z_loss: coefficient of ``lse(z)^2`` added per example (PaLM's z-loss), ``>= 0``.
+      reduction: ``"none"``, ``"sum"``, ``"mean"`` (over counted examples) or
+        ``"batchmean"`` (sum / N), as in :func:`jaxkl.reduce`.
+      where: optional boolean ``[N]`` mask of examples to include.
+
+    Returns:
+      A scalar, or ``[N]`` for ``reduction="none"`` (0 for excluded examples),
+      in the dtype of ``hidden``/``weight``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxkl
+      >>> h = jnp.ones((4, 3)); w = jnp.zeros((3, 5)).at[0, 1].set(1.0)
+      >>> print(jaxkl.fused_linear_cross_entropy(h, w, jnp.array([1, 1, 0, -100]),
+      ...                                        ignore_index=-100, chunk_size=2).round(4))
+      1.2382
+      >>> g = jax.grad(jaxkl.fused_linear_cross_entropy, argnums=1)(h, w, jnp.array([1, 2, 3, 4]))
+      >>> print(g.shape)
+      (3, 5)
+
+    References:
+      Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM Training" (2024).
+      Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models" (2024).
+      Chowdhery et al., "PaLM" (2022), for the z-loss.
+    """
+    hidden, weight, bias = validate_head(hidden, weight, bias)
+    n, v = hidden.shape[0], weight.shape[1]
+    labels = validate_labels(labels, n)
+    reduction = _validate.reduction(reduction)
+    where = _validate.mask(where, (n,))
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+    ):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    params = (
+        None if ignore_index is None else int(ignore_index),
+        _number(label_smoothing, "label_smoothing", 0.0, 1.0),
+        _number(z_loss, "z_loss", 0.0, None),
+    )
+    static = (_cross_entropy_rows, params, _chunk_size(chunk_size, n, v))
+    counted = where
+    if ignore_index is not None:
+        kept = labels != ignore_index
+        counted = kept if where is None else kept & where
+    loss = head_loss(static, hidden, weight, bias, labels, None, reduction, counted)
+    return loss.astype(hidden.dtype)
+
