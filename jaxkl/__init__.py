@@ -1,5 +1,7 @@
 """jaxkl: JAX kernels for entropy, cross-entropy, KL and Jensen-Shannon divergence."""
 
+from . import distributions as distributions
+from . import fit as fit
 from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
 from ._divergences import js_divergence as js_divergence
@@ -18,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "cross_entropy",
+    "distributions",
+    "fit",
     "cross_entropy_from_logits",
     "entropy",
     "entropy_from_logits",

@@ -87,6 +87,8 @@ class Distribution:
 
     _params: ClassVar[tuple[tuple[str, int, str], ...]] = ()
     _event_ndims: ClassVar[int] = 0
+    #: Whether ``sample`` is differentiable in the parameters (reparameterised).
+    reparameterized: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -143,15 +145,18 @@ class Distribution:
                 f"{type(self).__name__}: parameter batch shapes do not broadcast ({shapes})"
             ) from None
         for name, x in arrays.items():
-            object.__setattr__(self, name, jnp.broadcast_to(x.astype(dtype), batch + events[name]))
+            x = x if x.dtype == dtype and not getattr(x, "weak_type", False) else x.astype(dtype)
+            shape = batch + events[name]
+            object.__setattr__(self, name, x if x.shape == shape else jnp.broadcast_to(x, shape))
         if is_concrete(*arrays.values()):
-            for ok, message, value in self._constraints():
+            # concrete values are checked in NumPy: no device round trip, no compiles
+            for ok, message, value in self._constraints(np):
                 ok = np.asarray(ok)
                 if not ok.all():
                     bad = np.asarray(value)[~ok]
                     raise ValueError(
                         f"{type(self).__name__}: {message}; {bad.size} of {ok.size} "
-                        f"entries are not (first: {bad.flat[0]!r})"
+                        f"entries are not (first: {bad.flat[0].item()!r})"
                     )
 
     def _check_event_shapes(self, events: dict[str, tuple]) -> None:
@@ -163,19 +168,19 @@ class Distribution:
                 + ", ".join(f"{n} ends with {tuple(s)}" for n, s in events.items())
             )
 
-    def _constraints(self) -> list[tuple[jax.Array, str, jax.Array]]:
-        """``(ok_mask, message, checked_values)`` triples derived from each parameter's constraint."""
+    def _constraints(self, xp: Any = jnp) -> list[tuple[jax.Array, str, jax.Array]]:
+        """``(ok_mask, message, checked_values)`` triples, computed with ``xp`` (jnp or np)."""
         out = []
         for name, _, constraint in self._params:
-            x = getattr(self, name)
+            x = xp.asarray(getattr(self, name))
             if constraint == POSITIVE:
-                out.append((jnp.isnan(x) | (x > 0), f"{name} must be > 0", x))
+                out.append((xp.isnan(x) | (x > 0), f"{name} must be > 0", x))
             elif constraint == LOWER_CHOLESKY:
-                diag = jnp.diagonal(x, axis1=-2, axis2=-1)
-                upper = jnp.triu(x, 1)
+                diag = xp.diagonal(x, axis1=-2, axis2=-1)
+                upper = xp.triu(x, 1)
                 out.append(
                     (
-                        jnp.isnan(diag) | (diag > 0),
+                        xp.isnan(diag) | (diag > 0),
                         f"{name} must have a positive diagonal (a Cholesky factor of a "
                         "positive-definite covariance)",
                         diag,

@@ -50,6 +50,7 @@ class Categorical(Distribution):
       Cover, Thomas, "Elements of Information Theory" (2006), ch. 2.
     """
 
+    reparameterized = False
     _params = (("logits", 1, REAL),)
 
     def __init__(self, logits: Any):
@@ -111,6 +112,7 @@ class Bernoulli(Distribution):
       Murphy, "Probabilistic Machine Learning: An Introduction" (2022), section 2.4.
     """
 
+    reparameterized = False
     _params = (("logits", 0, REAL),)
 
     def __init__(self, logits: Any):

@@ -43,6 +43,7 @@ class MixtureSameFamily(Distribution):
       McLachlan, Peel, "Finite Mixture Models" (2000), ch. 1.
     """
 
+    reparameterized = False
     _params = (("mixture_logits", 1, REAL),)
 
     def __init__(self, mixture_logits: Any, components: Distribution):
