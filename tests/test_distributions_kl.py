@@ -137,7 +137,10 @@ def test_batch_shapes_broadcast_and_event_shapes_must_match():
     with pytest.raises(ValueError, match="do not broadcast"):
         kl_divergence(Normal(jnp.zeros(3), 1.0), Normal(jnp.zeros(2), 1.0))
     with pytest.raises(ValueError, match="same event shape"):
-        kl_divergence(MultivariateNormalDiag(jnp.zeros(2), 1.0), MultivariateNormalDiag(jnp.zeros(3), 1.0))
+        kl_divergence(
+            MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2)),
+            MultivariateNormalDiag(jnp.zeros(3), jnp.ones(3)),
+        )
 
 
 def test_unregistered_pair_names_both_types():
