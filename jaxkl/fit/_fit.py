@@ -78,6 +78,29 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(flat), axis=0)
 
 
+def _optax_promotion():
+    """optax mixes Python floats and int32 counters: let it, even under strict promotion."""
+    return _Both(jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"))
+
+
+class _Both:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __enter__(self):
+        self.a.__enter__()
+        self.b.__enter__()
+
+    def __exit__(self, *exc):
+        self.b.__exit__(*exc)
+        return self.a.__exit__(*exc)
+
+
+def _init_state(optimizer, free):
+    with _optax_promotion():
+        return jax.vmap(optimizer.init)(free)
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "optimizer", "length", "use_tol"))
 def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, length, use_tol):
     """``length`` steps of the fit for every start, as one ``lax.scan``.
@@ -103,8 +126,9 @@ def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, lengt
         else:  # deterministic losses ignore the key: skip the (costly to compile) RNG
             keys = jnp.zeros(last.shape[0])
         loss, grads = value_and_grad(free, keys)
-        updates, new_state = update(grads, opt_state, free)
-        new_free = optax.apply_updates(free, updates)
+        with _optax_promotion():
+            updates, new_state = update(grads, opt_state, free)
+            new_free = optax.apply_updates(free, updates)
         live = active & (t < steps)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         ok = live & finite
@@ -132,7 +156,7 @@ def _initial_carry(init, key, optimizer, starts):
     free = jax.tree.map(lambda x: x.reshape((n_starts,) + x.shape[lead:]), unconstrain(init))
     return (
         free,
-        jax.vmap(optimizer.init)(free),
+        _init_state(optimizer, free),
         key,
         jnp.full((n_starts,), jnp.inf, init.dtype),
         jnp.ones((n_starts,), bool),

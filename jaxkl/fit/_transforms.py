@@ -23,10 +23,10 @@ def _inverse_softplus(y: jax.Array) -> jax.Array:
 
 
 def _with_diagonal(x: jax.Array, fn) -> jax.Array:
-    diagonal = jnp.diagonal(x, axis1=-2, axis2=-1)
-    eye = jnp.eye(x.shape[-1], dtype=bool)
-    new_diagonal = fn(diagonal)[..., None] * eye.astype(x.dtype)
-    return jnp.where(eye, new_diagonal, jnp.tril(x, -1))
+    diagonal = fn(jnp.diagonal(x, axis1=-2, axis2=-1))
+    eye = jnp.broadcast_to(jnp.eye(x.shape[-1], dtype=bool), x.shape)
+    on_diagonal = jnp.broadcast_to(diagonal[..., None], x.shape)
+    return jnp.where(eye, on_diagonal, jnp.tril(x, -1))
 
 
 _FORWARD = {
