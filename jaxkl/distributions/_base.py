@@ -79,10 +79,31 @@ def broadcast_value(x: jax.Array, batch_shape: tuple, event_shape: tuple, name: 
 class Distribution:
     """Base class: an immutable pytree of parameters with a batch and an event shape.
 
-    Subclasses set ``_params`` (``(name, event_ndims, constraint)`` triples),
-    ``_event_ndims`` and implement the methods that make sense for them; they
-    become pytrees automatically. Parameters are broadcast to one batch shape
-    at construction.
+    Subclasses set ``_params`` (``(name, event_ndims, constraint)`` triples with
+    constraint ``"real"``, ``"positive"`` or ``"lower_cholesky"``), call
+    ``self._set_params(...)`` in ``__init__`` and implement the methods that
+    make sense for them; they become pytrees automatically. Parameters are
+    broadcast to one batch shape at construction, and concrete values that
+    break a constraint raise ``ValueError``. Draws have shape
+    ``sample_shape + batch_shape + event_shape``; ``log_prob`` drops the event
+    dimensions.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.distributions import Distribution
+      >>> class Uniform01(Distribution):
+      ...     _params = (("logit_shift", 0, "real"),)
+      ...     def __init__(self, logit_shift):
+      ...         self._set_params(logit_shift=logit_shift)
+      ...     def log_prob(self, x):
+      ...         x, shape = self._value(x)
+      ...         return jnp.where((x >= 0) & (x <= 1), 0.0, -jnp.inf)
+      >>> Uniform01(jnp.zeros(3)).batch_shape
+      (3,)
+
+    References:
+      The batch/event shape semantics of TensorFlow Probability: Dillon et al.,
+      "TensorFlow Distributions" (2017).
     """
 
     _params: ClassVar[tuple[tuple[str, int, str], ...]] = ()

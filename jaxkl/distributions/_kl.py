@@ -77,7 +77,23 @@ def _lookup(type_p: type, type_q: type) -> KLFunction | None:
 
 
 def has_kl(p: Distribution, q: Distribution) -> bool:
-    """Whether an analytic KL is registered for the types of ``p`` and ``q``."""
+    """Whether :func:`kl_divergence` has a closed form for the types of ``p`` and ``q``.
+
+    Args:
+      p: a distribution.
+      q: a distribution.
+
+    Returns:
+      ``True`` if a function is registered for the pair (or for base classes of it).
+
+    Example:
+      >>> from jaxkl.distributions import Laplace, Normal, has_kl
+      >>> has_kl(Normal(0.0, 1.0), Normal(1.0, 1.0)), has_kl(Normal(0.0, 1.0), Laplace(0.0, 1.0))
+      (True, False)
+
+    References:
+      See :func:`register_kl`.
+    """
     return _lookup(type(p), type(q)) is not None
 
 

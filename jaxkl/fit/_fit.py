@@ -50,6 +50,17 @@ class FitResult:
       failed_step: ``[*starts]`` the step at which it did, ``-1`` otherwise.
       objective: the objective that was minimised.
       estimator: the estimator that was used (``"auto"`` resolved).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.distributions import Normal
+      >>> from jaxkl.fit import fit
+      >>> r = fit(Normal(1.0, 1.0), Normal(jnp.zeros(3), 1.0), steps=10, progress=False)
+      >>> r.steps.tolist(), r.converged.tolist(), r.estimator
+      ([10, 10, 10], [False, False, False], 'analytic')
+
+    References:
+      See :func:`fit`.
     """
 
     dist: Distribution
