@@ -105,8 +105,10 @@ class Bernoulli(Distribution):
       >>> import numpy as np
       >>> from jaxkl.distributions import Bernoulli
       >>> d = Bernoulli(jnp.array([0.0, 2.0]))
-      >>> print(np.asarray(d.mean()).round(4), np.asarray(d.log_prob(1.0)).round(4))
-      [0.5    0.8808] [-0.6931 -0.1269]
+      >>> print("mean", np.asarray(d.mean()).round(4))
+      mean [0.5    0.8808]
+      >>> print("log p(1)", np.asarray(d.log_prob(1.0)).round(4))
+      log p(1) [-0.6931 -0.1269]
 
     References:
       Murphy, "Probabilistic Machine Learning: An Introduction" (2022), section 2.4.

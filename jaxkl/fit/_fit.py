@@ -289,8 +289,10 @@ def fit(
       ...         steps=600, progress=False)
       >>> r.dist.batch_shape, r.losses.shape
       ((4,), (600, 4))
-      >>> print(np.asarray(r.dist.loc).round(2), np.asarray(r.dist.scale).round(2))
-      [3. 3. 3. 3.] [2. 2. 2. 2.]
+      >>> print("loc", np.asarray(r.dist.loc).round(2))
+      loc [3. 3. 3. 3.]
+      >>> print("scale", np.asarray(r.dist.scale).round(2))
+      scale [2. 2. 2. 2.]
 
     References:
       Bishop, "Pattern Recognition and Machine Learning" (2006), section 10.1.2

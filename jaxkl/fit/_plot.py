@@ -33,7 +33,7 @@ def plot(
     ax: Any = None,
     max_starts: int = 10,
     title: str | None = None,
-):
+) -> Any:
     r"""Draw the target density and the fitted densities of a 1-D fit with matplotlib.
 
     The target is drawn as its density (a distribution), its density normalised
