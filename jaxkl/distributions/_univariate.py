@@ -25,7 +25,28 @@ def _outside(x: jax.Array, low: float, high: float | None = None) -> jax.Array:
     return out if high is None else out | (x > high)
 
 
-class Normal(Distribution):
+class _LocationScale(Distribution):
+    """``loc + scale * standard draw``: reparameterised by construction."""
+
+    _params = (("loc", 0, REAL), ("scale", 0, POSITIVE))
+    _standard: Any = None  # jax.random sampler of the standard (loc 0, scale 1) member
+
+    def __init__(self, loc: Any, scale: Any):
+        self._set_params(loc=loc, scale=scale)
+
+    def _loc_scale(self, shape):
+        return self._param("loc", shape), self._param("scale", shape)
+
+    def sample(self, key, shape=()):
+        shape = self._sample_shape(shape)
+        loc, scale = self._loc_scale(shape)
+        return loc + scale * self._standard(key, shape, self.dtype)
+
+    def mean(self):
+        return self.loc
+
+
+class Normal(_LocationScale):
     r"""Normal (Gaussian) distribution ``N(loc, scale**2)``.
 
     .. math:: \log p(x) = -\tfrac12 \big(\tfrac{x-\mu}{\sigma}\big)^2 - \log\sigma
@@ -55,33 +76,22 @@ class Normal(Distribution):
       Bishop, "Pattern Recognition and Machine Learning" (2006), section 2.3.
     """
 
-    _params = (("loc", 0, REAL), ("scale", 0, POSITIVE))
-
-    def __init__(self, loc: Any, scale: Any):
-        self._set_params(loc=loc, scale=scale)
-
     def log_prob(self, x):
         x, shape = self._value(x)
-        loc, scale = self._param("loc", shape), self._param("scale", shape)
+        loc, scale = self._loc_scale(shape)
         z = (x - loc) / scale
         return -0.5 * z * z - jnp.log(scale) - _HALF_LOG_TWO_PI
 
-    def sample(self, key, shape=()):
-        shape = self._sample_shape(shape)
-        eps = jax.random.normal(key, shape, self.dtype)
-        return self._param("loc", shape) + self._param("scale", shape) * eps
+    _standard = staticmethod(jax.random.normal)
 
     def entropy(self):
         return 0.5 + _HALF_LOG_TWO_PI + jnp.log(self.scale)
-
-    def mean(self):
-        return self.loc
 
     def variance(self):
         return jnp.square(self.scale)
 
 
-class Laplace(Distribution):
+class Laplace(_LocationScale):
     r"""Laplace distribution with location ``loc`` and scale ``b``.
 
     .. math:: \log p(x) = -\frac{|x-\mu|}{b} - \log 2b, \qquad H = 1 + \log 2b
@@ -101,26 +111,15 @@ class Laplace(Distribution):
       Kotz, Kozubowski, Podgorski, "The Laplace Distribution and Generalizations" (2001).
     """
 
-    _params = (("loc", 0, REAL), ("scale", 0, POSITIVE))
-
-    def __init__(self, loc: Any, scale: Any):
-        self._set_params(loc=loc, scale=scale)
-
     def log_prob(self, x):
         x, shape = self._value(x)
-        loc, scale = self._param("loc", shape), self._param("scale", shape)
+        loc, scale = self._loc_scale(shape)
         return -jnp.abs(x - loc) / scale - jnp.log(2.0 * scale)
 
-    def sample(self, key, shape=()):
-        shape = self._sample_shape(shape)
-        eps = jax.random.laplace(key, shape, self.dtype)
-        return self._param("loc", shape) + self._param("scale", shape) * eps
+    _standard = staticmethod(jax.random.laplace)
 
     def entropy(self):
         return 1.0 + jnp.log(2.0 * self.scale)
-
-    def mean(self):
-        return self.loc
 
     def variance(self):
         return 2.0 * jnp.square(self.scale)
