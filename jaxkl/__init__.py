@@ -1,5 +1,7 @@
 """jaxkl: JAX kernels for entropy, cross-entropy, KL and Jensen-Shannon divergence."""
 
+from . import distributions as distributions
+from . import fit as fit
 from ._cross_entropy_loss import cross_entropy_loss as cross_entropy_loss
 from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
@@ -30,8 +32,10 @@ __all__ = [
     "cross_entropy_from_logits",
     "cross_entropy_loss",
     "distillation_loss",
+    "distributions",
     "entropy",
     "entropy_from_logits",
+    "fit",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_loss",
     "js_divergence",
