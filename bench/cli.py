@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -52,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--docs", action="store_true", help="also regenerate docs/benchmarks.md and README's numbers")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
+    ap.add_argument("--from-json", type=Path, help="re-render the reports from a results.json instead of measuring")
     args = ap.parse_args(argv)
     p = PRESETS[args.preset]
     args.sizes = args.sizes or p["sizes"]
@@ -185,7 +187,10 @@ def _run_config(args, platform_name, device, dtype, rows, classes, budget, progr
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = run(args)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = run(args)
     report.write_all(results, args.out, plot=not args.no_plot)
     report.print_table(results)
     if args.docs:
