@@ -48,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--kernels", nargs="+", choices=jax_impls.KERNELS, default=list(jax_impls.KERNELS))
     ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     ap.add_argument("--repeats", type=int, help="timed rounds per entry (median reported)")
+    ap.add_argument("--seconds", type=float, default=300.0, help="cap on timed rounds per configuration (at least 3 rounds)")
     ap.add_argument("--mem-gb", type=float, default=16.0, help="skip what would need more memory than this")
     ap.add_argument("--out", type=Path, help="results folder (default bench/results/<preset>)")
     ap.add_argument("--docs", action="store_true", help="also regenerate docs/benchmarks.md and README's numbers")
@@ -171,14 +172,16 @@ def _run_config(args, platform_name, device, dtype, rows, classes, budget, progr
     setup_s = time.perf_counter() - start
     if progress:
         progress.update(task, description=f"{label}: timing", total=len(entries) * (args.repeats + 1))
-    harness.time_entries(entries, args.repeats, (lambda: progress.advance(task)) if progress else (lambda: None))
+    repeats = harness.time_entries(
+        entries, args.repeats, (lambda: progress.advance(task)) if progress else (lambda: None), args.seconds
+    )
     if progress:
         progress.remove_task(task)
     accuracy = harness.bf16_accuracy(args.kernels, arrays, device) if dtype == "bfloat16" else []
     return {
         **config,
         "setup_s": setup_s,
-        "repeats": args.repeats,
+        "repeats": repeats,
         "entries": [e.record() for e in entries],
         "skipped_entries": skipped,
         "bf16_accuracy": accuracy,

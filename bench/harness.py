@@ -90,7 +90,7 @@ def _blocking(compiled, args):
 def jax_entries(kernels, impls, device, arrays, budget_bytes) -> tuple[list[Entry], list[dict]]:
     """Compile every JAX entry on ``device``; entries that would not fit are skipped and noted."""
     dev_arrays = {k: jax.device_put(v, device) for k, v in arrays.items()}
-    live = sum(v.nbytes for v in arrays.values())
+    live = 2 * sum(v.nbytes for v in arrays.values())  # host copies + device copies
     table = jax_impls.implementations()
     entries, skipped = [], []
     for kernel in kernels:
@@ -125,10 +125,12 @@ def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], lis
     """NumPy (float32 only: NumPy has no bfloat16 arithmetic) and PyTorch CPU entries."""
     entries, skipped = [], []
     biggest = max(v.nbytes for v in arrays.values())
+    # Inputs live on the host and the device; NumPy/PyTorch peak at ~6 input-sized temporaries.
+    fits = 2 * sum(v.nbytes for v in arrays.values()) + 6 * biggest <= budget_bytes
     dtype = arrays["a"].dtype
     if "numpy" in impls and dtype == np.float32:
-        if 8 * biggest > budget_bytes:
-            skipped.append(dict(kernel="*", impl="numpy", mode="*", reason="estimated 8x inputs over budget"))
+        if not fits:
+            skipped.append(dict(kernel="*", impl="numpy", mode="*", reason="estimated peak over the memory budget"))
         else:
             for kernel in kernels:
                 args = kernel_args(kernel, arrays)
@@ -136,7 +138,9 @@ def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], lis
                     peak = _numpy_peak(fn, args)
                     entries.append(Entry(kernel, "numpy", mode, (lambda f=fn, a=args: f(*a)), None, None, peak))
     torch_fns = baselines.torch_implementations() if "torch" in impls else {}
-    if torch_fns and 8 * biggest <= budget_bytes:
+    if torch_fns and not fits:
+        skipped.append(dict(kernel="*", impl="torch", mode="*", reason="estimated peak over the memory budget"))
+    elif torch_fns:
         torch = baselines.torch_module()
         tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[str(dtype)]
         targs = {
@@ -151,11 +155,19 @@ def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], lis
     return entries, skipped
 
 
-def time_entries(entries: list[Entry], repeats: int, advance: Callable[[], None]) -> None:
-    """Warm up each entry once, then time ``repeats`` rounds in a rotating order."""
+def time_entries(entries: list[Entry], repeats: int, advance: Callable[[], None], seconds: float | None = None) -> int:
+    """Warm up each entry once, then time rounds in a rotating order; returns the rounds run.
+
+    ``repeats`` rounds, or fewer (never under 3) when one round would take so long
+    that ``repeats`` of them exceed ``seconds``: the largest sizes of the sweep.
+    """
+    start = time.perf_counter()
     for e in entries:
         e.call()
         advance()
+    one_round = time.perf_counter() - start
+    if seconds is not None and one_round * repeats > seconds:
+        repeats = max(3, int(seconds / max(one_round, 1e-9)))
     n = len(entries)
     for r in range(repeats):
         # Rotate and alternate direction so no entry always follows the same neighbour.
@@ -167,6 +179,7 @@ def time_entries(entries: list[Entry], repeats: int, advance: Callable[[], None]
             e.call()
             e.times.append(time.perf_counter() - start)
             advance()
+    return repeats
 
 
 def bf16_accuracy(kernels, arrays, device) -> list[dict]:

@@ -149,7 +149,8 @@ def print_table(results: dict) -> None:
 
     console = Console(width=None if Console().is_terminal else 120)
     for (backend, dtype, n, k), group in _groups(rows(results)):
-        t = Table(title=f"{backend} {dtype} {n}×{k}  (median of {results['configs'][0].get('repeats')}; speed-up = impl time / jaxkl time)")
+        reps = next((c.get("repeats") for c in results["configs"] if (c["backend"], c["dtype"], c["rows"], c["classes"]) == (backend, dtype, n, k)), None)
+        t = Table(title=f"{backend} {dtype} {n}×{k}  (median of {reps}; speed-up = impl time / jaxkl time)")
         for c in SHORT:
             t.add_column(c, justify="left" if c in ("kernel", "mode", "impl") else "right", no_wrap=True)
         for r in group:
