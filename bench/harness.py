@@ -1,0 +1,207 @@
+"""Timing harness: every implementation of every kernel, side by side, interleaved.
+
+For one (backend, dtype, rows, classes) configuration all entries — every
+kernel x implementation x {fwd, fwdbwd}, plus the floors — are compiled first
+(compile time recorded apart), warmed up once, and then timed ``repeats``
+times in a rotating order, so a slow phase of a shared machine hits all of
+them alike. The reported number is the median.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import tracemalloc
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.special import softmax
+
+from . import baselines, jax_impls
+
+JAX_IMPLS = ("jaxkl", "optax", "jnp")
+
+
+@dataclasses.dataclass
+class Entry:
+    kernel: str
+    impl: str
+    mode: str  # "fwd" | "fwdbwd" | "floor"
+    call: Callable[[], Any]
+    compile_s: float | None = None
+    temp_bytes: int | None = None
+    peak_bytes: int | None = None
+    times: list[float] = dataclasses.field(default_factory=list)
+
+    def record(self) -> dict:
+        d = {k: getattr(self, k) for k in ("kernel", "impl", "mode", "compile_s", "temp_bytes", "peak_bytes", "times")}
+        d["median_s"] = float(np.median(self.times)) if self.times else None
+        return d
+
+
+def backends() -> list[tuple[str, jax.Device]]:
+    """The first device of every platform JAX sees (CPU always; GPU/TPU when present)."""
+    found = []
+    for platform in ("cpu", "gpu", "tpu"):
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError:
+            continue
+        if devices:
+            found.append((platform, devices[0]))
+    return found
+
+
+def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Logits ``a``, ``b``, probabilities ``p`` and labels ``y``, as NumPy arrays in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
+    b = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
+    p = softmax(b + rng.standard_normal((rows, classes), dtype=np.float32), axis=-1)
+    y = rng.integers(0, classes, size=rows, dtype=np.int32)
+    cast = jnp.dtype(dtype)
+    return {"a": a.astype(cast), "b": b.astype(cast), "p": p.astype(cast), "y": y}
+
+
+_ARGS = {"entropy": "a", "cross_entropy": "pb", "kl": "ab", "js": "ab", "ce_labels": "ay"}
+
+
+def kernel_args(kernel: str, arrays: dict) -> list:
+    return [arrays[name] for name in _ARGS[kernel]]
+
+
+def _compile(fn: Callable, args: list) -> tuple[Callable, float, int | None]:
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    try:
+        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # some backends do not report memory
+        temp = None
+    return compiled, seconds, temp
+
+
+def _blocking(compiled, args):
+    return lambda: jax.block_until_ready(compiled(*args))
+
+
+def jax_entries(kernels, impls, device, arrays, budget_bytes) -> tuple[list[Entry], list[dict]]:
+    """Compile every JAX entry on ``device``; entries that would not fit are skipped and noted."""
+    dev_arrays = {k: jax.device_put(v, device) for k, v in arrays.items()}
+    live = 2 * sum(v.nbytes for v in arrays.values())  # host copies + device copies
+    table = jax_impls.implementations()
+    entries, skipped = [], []
+    for kernel in kernels:
+        args = kernel_args(kernel, dev_arrays)
+        for name, fn in jax_impls.floor_functions(kernel).items():
+            compiled, seconds, temp = _compile(fn, args)
+            entries.append(Entry(kernel, name, "floor", _blocking(compiled, args), seconds, temp))
+        for impl in impls:
+            fn = table[kernel].get(impl) if impl in JAX_IMPLS else None
+            if fn is None:
+                continue
+            for mode, f in zip(("fwd", "fwdbwd"), jax_impls.forward_and_backward(kernel, fn)):
+                compiled, seconds, temp = _compile(f, args)
+                if temp is not None and live + temp > budget_bytes:
+                    skipped.append(dict(kernel=kernel, impl=impl, mode=mode, reason=f"temp {temp / 2**30:.1f} GiB over budget"))
+                    continue
+                entries.append(Entry(kernel, impl, mode, _blocking(compiled, args), seconds, temp))
+    return entries, skipped
+
+
+def _numpy_peak(fn: Callable, args: list) -> int:
+    """Peak bytes NumPy allocates during one call (tracemalloc sees NumPy's buffers)."""
+    tracemalloc.start()
+    try:
+        fn(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], list[dict]]:
+    """NumPy (float32 only: NumPy has no bfloat16 arithmetic) and PyTorch CPU entries."""
+    entries, skipped = [], []
+    biggest = max(v.nbytes for v in arrays.values())
+    # Inputs live on the host and the device; NumPy/PyTorch peak at ~6 input-sized temporaries.
+    fits = 2 * sum(v.nbytes for v in arrays.values()) + 6 * biggest <= budget_bytes
+    dtype = arrays["a"].dtype
+    if "numpy" in impls and dtype == np.float32:
+        if not fits:
+            skipped.append(dict(kernel="*", impl="numpy", mode="*", reason="estimated peak over the memory budget"))
+        else:
+            for kernel in kernels:
+                args = kernel_args(kernel, arrays)
+                for mode, fn in zip(("fwd", "fwdbwd"), baselines.NUMPY[kernel]):
+                    peak = _numpy_peak(fn, args)
+                    entries.append(Entry(kernel, "numpy", mode, (lambda f=fn, a=args: f(*a)), None, None, peak))
+    torch_fns = baselines.torch_implementations() if "torch" in impls else {}
+    if torch_fns and not fits:
+        skipped.append(dict(kernel="*", impl="torch", mode="*", reason="estimated peak over the memory budget"))
+    elif torch_fns:
+        torch = baselines.torch_module()
+        tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[str(dtype)]
+        targs = {
+            k: torch.from_numpy(np.asarray(v, np.float32)).to(tdtype) if k != "y" else torch.from_numpy(v.astype(np.int64))
+            for k, v in arrays.items()
+        }
+        for kernel in kernels:
+            args = kernel_args(kernel, targs)
+            kinds = jax_impls.INPUTS[kernel]
+            for mode, fn in zip(("fwd", "fwdbwd"), baselines.torch_forward_and_backward(torch_fns[kernel], kinds)):
+                entries.append(Entry(kernel, "torch", mode, (lambda f=fn, a=args: f(*a))))
+    return entries, skipped
+
+
+def time_entries(entries: list[Entry], repeats: int, advance: Callable[[], None], seconds: float | None = None) -> int:
+    """Warm up each entry once, then time rounds in a rotating order; returns the rounds run.
+
+    ``repeats`` rounds, or fewer (never under 3) when one round would take so long
+    that ``repeats`` of them exceed ``seconds``: the largest sizes of the sweep.
+    """
+    start = time.perf_counter()
+    for e in entries:
+        e.call()
+        advance()
+    one_round = time.perf_counter() - start
+    if seconds is not None and one_round * repeats > seconds:
+        repeats = max(3, int(seconds / max(one_round, 1e-9)))
+    n = len(entries)
+    for r in range(repeats):
+        # Rotate and alternate direction so no entry always follows the same neighbour.
+        order = entries[r % n :] + entries[: r % n] if n else []
+        if r % 2:
+            order.reverse()
+        for e in order:
+            start = time.perf_counter()
+            e.call()
+            e.times.append(time.perf_counter() - start)
+            advance()
+    return repeats
+
+
+def bf16_accuracy(kernels, arrays, device) -> list[dict]:
+    """jaxkl on bf16 inputs vs jaxkl in f32 on the same (bf16-rounded) inputs.
+
+    ``value_rel``: relative error of the summed value; ``grad_rel``: max |g_bf16 - g_f32| / max |g_f32|.
+    Within bf16 rounding means both are at most 2**-8 (half a bf16 ulp) plus f32 noise.
+    """
+    table = jax_impls.implementations()
+    out = []
+    for kernel in kernels:
+        fn = table[kernel]["jaxkl"]
+        if fn is None:
+            continue
+        args = [jax.device_put(x, device) for x in kernel_args(kernel, arrays)]
+        args32 = [x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x for x in args]
+        fwd, fb = jax_impls.forward_and_backward(kernel, fn)
+        v16, v32 = (float(jax.jit(fwd)(*xs)) for xs in (args, args32))
+        g16, g32 = jax.jit(fb)(*args), jax.jit(fb)(*args32)
+        grad_rel = max(
+            float(jnp.max(jnp.abs(x.astype(jnp.float32) - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-30))
+            for x, y in zip(g16, g32)
+        )
+        out.append(dict(kernel=kernel, value_rel=abs(v16 - v32) / max(abs(v32), 1e-30), grad_rel=grad_rel))
+    return out
