@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxkl
+from tests import reference as ref
 
 N, D, V = 37, 16, 50  # N is not a multiple of the chunk sizes used below
 
@@ -41,14 +42,7 @@ def _numpy_ce(h, w, b, y, *, ignore_index=None, eps=0.0, z=0.0, reduction="mean"
     keep = np.ones(len(y), bool) if ignore_index is None else y != ignore_index
     if where is not None:
         keep &= where
-    loss = np.where(keep, loss, 0.0)
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "batchmean":
-        return loss.sum() / len(y)
-    return loss.sum() / keep.sum() if keep.sum() else 0.0
+    return ref.reduce(np.where(keep, loss, 0.0), reduction, keep.sum())
 
 
 def _unfused_ce(h, w, b, y, *, ignore_index=None, eps=0.0, z=0.0, reduction="mean", where=None):

@@ -16,6 +16,7 @@ from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 import jaxkl
+from tests import reference as ref
 
 SHARDS = 4
 ROWS, CLASSES = 8, 16
@@ -51,14 +52,7 @@ def _numpy_ce(x, y, w, *, ignore_index, eps, z, reduction):
     # Only with eps > 0 (a -inf logit makes this +inf, and 0 * inf is NaN).
     smooth = -(w * logp).sum(-1) / x.shape[1] if eps else 0.0
     loss = (1 - eps) * wy * -logp[np.arange(len(y)), yk] + eps * smooth + z * wy * lse**2
-    loss = np.where(keep, loss, 0.0)
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "batchmean":
-        return loss.sum() / len(y)
-    return loss.sum() / wy.sum()
+    return ref.reduce(np.where(keep, loss, 0.0), reduction, wy.sum())
 
 
 # (options, reductions): each option and each reduction at least once, the
