@@ -32,6 +32,7 @@ from ._rowwise import (
     logsumexp_of,
     prepare_logits,
     row_kernel,
+    row_sum,
     with_tangent,
     zero_where_unused,
 )
@@ -50,17 +51,17 @@ def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
 
 
 def _ce_forward(static, x, idx, wy, weight, valid):
-    axis, a, b, z = static
+    axis, a, b, z, axis_name = static
     xs = prepare_logits(x, None)
-    norm = log_normalizer(xs, axis)
+    norm = log_normalizer(xs, axis, axis_name)
     logp = log_probs(xs, norm)
     value = jnp.zeros(idx.shape, xs.dtype)
     if a:
-        logp_y = jnp.sum(jnp.where(_label_mask(idx, x.shape, axis), logp, 0.0), axis=axis)
-        value = value + a * zero_where_unused(wy, -logp_y)
+        picked = jnp.where(_label_mask(idx, x.shape, axis), logp, 0.0)
+        value = value + a * zero_where_unused(wy, -row_sum(picked, axis, axis_name))
     if b:
         w = _along(weight, x.ndim, axis)
-        value = value + b * jnp.sum(zero_where_unused(w, -logp), axis=axis)
+        value = value + b * row_sum(zero_where_unused(w, -logp), axis, axis_name)
     if z:
         lse = jnp.squeeze(logsumexp_of(norm), axis)
         value = value + z * zero_where_unused(wy, jnp.square(lse))
@@ -70,13 +71,13 @@ def _ce_forward(static, x, idx, wy, weight, valid):
 
 
 def _ce_tangent(static, arrays, norm, tangents):
-    axis, a, b, z = static
+    axis, a, b, z, axis_name = static
     x, idx, wy, weight, valid = arrays
     logp = log_probs(prepare_logits(x, None), norm)
     wy_ = jnp.expand_dims(wy, axis)
     factor = a * wy_
     if b:
-        factor = factor + b * jnp.sum(weight)
+        factor = factor + b * row_sum(weight, 0, axis_name)
     if z:
         factor = factor + 2.0 * z * wy_ * logsumexp_of(norm)
     # P_c * factor is 0 where P_c is 0 (a -inf logit), even if factor is infinite.
@@ -87,7 +88,7 @@ def _ce_tangent(static, arrays, norm, tangents):
         coef = coef - b * _along(weight, x.ndim, axis)
     # Ignored and masked examples get exactly zero gradient, even from NaN logits.
     coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
-    return with_tangent(coef, tangents[0], axis)
+    return with_tangent(coef, tangents[0], axis, axis_name)
 
 
 _cross_entropy = row_kernel(_ce_forward, _ce_tangent)
@@ -101,6 +102,33 @@ def _matches(labels: jax.Array, value: int | None) -> jax.Array:
     return labels == value
 
 
+def _label_weights(labels, weight, uniform, in_range, num_classes, axis_name):
+    """Class indices local to this shard and each example's weight ``w_y``.
+
+    Unsharded, the index is the label itself (0 for out-of-range labels, which
+    are NaN anyway). With ``axis_name`` this device holds the classes
+    ``[offset, offset + K_local)``: a label elsewhere gets index -1 (matching
+    no local class), and ``w_y`` is the ``psum`` of the one local lookup.
+    """
+    # Valid labels fit in int32 (K < 2**31); out-of-range ones never index anything.
+    idx = jnp.where(in_range, labels, jnp.zeros((), labels.dtype)).astype(jnp.int32)
+    if axis_name is not None:
+        local = idx - jax.lax.axis_index(axis_name).astype(jnp.int32) * weight.shape[0]
+        here = in_range & (local >= 0) & (local < weight.shape[0])
+        idx = jnp.where(here, local, -1)
+        if uniform:
+            wy = jnp.ones(labels.shape, weight.dtype)
+        elif weight.shape[0]:
+            wy = jax.lax.psum(jnp.where(here, weight[jnp.maximum(idx, 0)], 0.0), axis_name)
+        else:
+            wy = jnp.zeros(labels.shape, weight.dtype)
+    elif num_classes:
+        wy = weight[idx]
+    else:
+        wy = jnp.zeros(labels.shape, weight.dtype)
+    return idx, jnp.where(in_range, wy, jnp.nan)
+
+
 def per_example(
     logits: Any,
     labels: Any,
@@ -112,12 +140,17 @@ def per_example(
     z_loss: float = 0.0,
     where: Any = None,
     check: bool = False,
+    axis_name: Any = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
     """Validated per-example losses ``(values, valid, w_y, dtype)``, values in the compute dtype."""
     x = _validate.float_array(logits, "logits")
     labels = _validate.integer_array(labels, "labels")
     axis = _validate.normalize_axis(axis, x.ndim)
-    num_classes = x.shape[axis]
+    axis_name = _validate.axis_name(axis_name)
+    local_classes = x.shape[axis]
+    # Sharded, the class axis holds K_local of the K = K_local * shards classes.
+    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    num_classes = local_classes * shards
     row_shape = x.shape[:axis] + x.shape[axis + 1 :]
     if labels.shape != row_shape:
         raise ValueError(
@@ -132,14 +165,16 @@ def per_example(
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     where = _validate.mask(where, labels.shape)
     dtype = compute_dtype(x.dtype)
-    if weight is None:
-        weight = jnp.ones((num_classes,), dtype)
+    uniform = weight is None
+    if uniform:
+        weight = jnp.ones((local_classes,), dtype)
     else:
         weight = _validate.float_array(weight, "weight")
-        if weight.shape != (num_classes,):
+        if weight.shape != (local_classes,):
+            local = "" if axis_name is None else f" (this device's shard of the classes over {axis_name!r})"
             raise ValueError(
-                f"weight.shape={weight.shape} must be ({num_classes},): one weight per class "
-                f"along axis={axis} of logits.shape={x.shape}"
+                f"weight.shape={weight.shape} must be ({local_classes},): one weight per class "
+                f"along axis={axis} of logits.shape={x.shape}{local}"
             )
         # Class weights are constants of the loss (as in PyTorch): no gradient.
         weight = jax.lax.stop_gradient(weight.astype(dtype))
@@ -147,16 +182,11 @@ def per_example(
         _checks.labels(labels, num_classes, ignore_index)
 
     in_range = (labels >= 0) & (labels < num_classes)
-    # Valid labels fit in int32 (K < 2**31); out-of-range ones never index anything.
-    idx = jnp.where(in_range, labels, jnp.zeros((), labels.dtype)).astype(jnp.int32)
-    if num_classes:
-        wy = jnp.where(in_range, weight[idx], jnp.nan)
-    else:
-        wy = jnp.full(labels.shape, jnp.nan, dtype)
+    idx, wy = _label_weights(labels, weight, uniform, in_range, num_classes, axis_name)
     valid = ~_matches(labels, ignore_index)
     if where is not None:
         valid = valid & jnp.broadcast_to(where, labels.shape)
-    static = (axis, 1.0 - eps, eps / num_classes if num_classes else 0.0, z)
+    static = (axis, 1.0 - eps, eps / num_classes if num_classes else 0.0, z, axis_name)
     values = _cross_entropy(static, x, idx, wy, weight, valid)
     return values, valid, wy, x.dtype
 
@@ -173,6 +203,7 @@ def cross_entropy_loss(
     reduction: str = "mean",
     where: Any = None,
     check: bool = False,
+    axis_name: Any = None,
 ) -> jax.Array:
     r"""Cross-entropy of logits against integer class labels, as ``torch.nn.functional.cross_entropy``.
 
@@ -202,6 +233,17 @@ def cross_entropy_loss(
     ``+inf``; with ``label_smoothing > 0`` the value is ``+inf`` but the
     gradient stays finite). Reverse mode stores O(rows), not rows x classes.
 
+    **Sharded classes.** With ``axis_name`` (inside ``shard_map``, the class
+    axis of ``logits`` split over that mesh axis in order), ``logits`` is this
+    device's block of ``K_local`` classes, ``[i K_local, (i + 1) K_local)`` on
+    the device at ``lax.axis_index(axis_name) = i``, of
+    ``K = K_local * lax.axis_size(axis_name)`` in all. ``labels`` are *global*
+    class indices, the same on every device, and ``weight`` is this device's
+    *local* ``[K_local]`` slice of the class weights (shard it like the class
+    axis, e.g. ``in_specs=P(axis_name)``).
+    Row statistics and ``w_y`` are combined with ``lax.pmax``/``lax.psum``;
+    the class axis is never gathered. The result is the same on every device.
+
     **Labels out of range** (``< 0`` or ``>= K``, other than ``ignore_index``)
     never wrap around (optax's and NumPy's indexing would): the example's loss
     is NaN, so a ``"mean"``/``"sum"`` is NaN too. ``check=True`` adds a
@@ -211,7 +253,8 @@ def cross_entropy_loss(
       logits: ``[..., K, ...]`` floating point (bf16/f16 are accumulated in f32).
       labels: integer class indices, shape ``logits.shape`` without ``axis``.
       axis: the class axis of ``logits``.
-      weight: optional ``[K]`` class weights (treated as constants: no gradient).
+      weight: optional ``[K]`` class weights (treated as constants: no gradient);
+        with ``axis_name``, the local ``[K_local]`` slice.
       ignore_index: a label value whose examples contribute nothing and count
         for nothing (PyTorch's default is ``-100``; here ``None`` = none).
       label_smoothing: ``eps`` in ``[0, 1]``.
@@ -220,6 +263,8 @@ def cross_entropy_loss(
       where: optional boolean mask over examples (broadcastable to ``labels``);
         ``False`` acts like ``ignore_index``.
       check: add checkify checks that labels are in range.
+      axis_name: mesh axis name (or tuple of names) over which ``axis`` is
+        sharded inside ``shard_map``, or None.
 
     Returns:
       A scalar, or ``labels.shape`` for ``"none"``; dtype of ``logits``.
@@ -249,6 +294,7 @@ def cross_entropy_loss(
         z_loss=z_loss,
         where=where,
         check=check,
+        axis_name=axis_name,
     )
     if reduction != "mean" or weight is None:
         return reduce(values, reduction, where=valid).astype(dtype)

@@ -53,8 +53,9 @@ def distillation_loss(
       ``F.kl_div(log_softmax(s/T), softmax(t/T))`` computes);
     * ``"reverse_kl"``: :math:`\mathrm{KL}(S \,\|\, P)` (mode-seeking);
     * ``"js"``: generalised JSD :math:`\beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(S\|M)`
-      with :math:`M = \beta P + (1-\beta) S` (the GKD convention; ``beta`` of
-      0 or 1 makes it identically 0),
+      with :math:`M = \beta P + (1-\beta) S`, i.e. ``JS_beta(teacher, student)``
+      with ``beta`` the teacher's weight (the GKD convention; ``beta`` of 0 or
+      1 makes it identically 0),
 
     times :math:`T^2` when ``scale_by_temperature_squared`` (soft gradients
     shrink like :math:`1/T^2`; the factor keeps their size comparable to the
@@ -73,7 +74,9 @@ def distillation_loss(
       labels: optional integer labels, shape of the logits without ``axis``.
       alpha: weight of the soft part in ``[0, 1]`` (used only with ``labels``).
       divergence: ``"forward_kl"``, ``"reverse_kl"`` or ``"js"``.
-      beta: teacher's weight in the JS mixture, in ``[0, 1]``.
+      beta: weight of the teacher in the JS mixture
+        ``M = beta * teacher + (1 - beta) * student``, in ``[0, 1]`` (the same
+        convention as :func:`jaxkl.fused_linear_distillation_loss`).
       scale_by_temperature_squared: multiply the soft part by ``T**2``.
       reduction: over examples, as :func:`jaxkl.reduce` (default
         ``"batchmean"``: sum over examples divided by the first dimension).

@@ -84,7 +84,9 @@ def fused_linear_distillation_loss(
       teacher_weight: ``[D', V]`` (same ``V``).
       temperature: ``T > 0``, divides both logits in the soft term.
       divergence: ``"forward_kl"``, ``"reverse_kl"`` or ``"js"``.
-      beta: teacher weight of the JS mixture, in ``[0, 1]``.
+      beta: weight of the teacher in the JS mixture
+        ``M = beta * teacher + (1 - beta) * student``, in ``[0, 1]`` (the same
+        convention as :func:`jaxkl.distillation_loss`).
       labels: optional ``[N]`` integer labels for the hard term; out-of-range
         labels give NaN for that example.
       alpha: weight of the soft term when ``labels`` is given, in ``[0, 1]``.

@@ -43,3 +43,15 @@ def random_probs(rng, shape, zeros=False):
         p[..., 0] += 1e-3  # keep every row non-empty
         p = p / p.sum(-1, keepdims=True)
     return p.astype(np.float32)
+
+
+def reduce(values, reduction, mean_denominator):
+    """PyTorch-style reductions over examples; ``"mean"`` divides by ``mean_denominator``
+    (the number of kept examples, or the sum of their class weights), 0 when that is 0."""
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    if reduction == "batchmean":
+        return values.sum() / len(values)
+    return values.sum() / mean_denominator if mean_denominator else 0.0

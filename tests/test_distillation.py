@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxkl
+from tests import reference as ref
 
 distill = jax.jit(
     jaxkl.distillation_loss,
@@ -153,14 +154,7 @@ def reference_consistency(x, t, *, temperature=1.0, threshold=None, reduction="m
     """UDA (Xie et al. 2020): KL(sharpened target || model), confidence mask from softmax(t)."""
     per = kl(softmax(np.asarray(t) / temperature), softmax(x))
     keep = np.ones(len(per), bool) if threshold is None else softmax(t).max(-1) > threshold
-    per = np.where(keep, per, 0.0)
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    if reduction == "batchmean":
-        return per.sum() / len(per)
-    return per.sum() / keep.sum() if keep.any() else 0.0
+    return ref.reduce(np.where(keep, per, 0.0), reduction, keep.sum())
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean", "batchmean"])

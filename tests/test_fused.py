@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxkl
+from tests import reference as ref
 
 N, D, V = 37, 16, 50  # N is not a multiple of the chunk sizes used below
 
@@ -41,14 +42,7 @@ def _numpy_ce(h, w, b, y, *, ignore_index=None, eps=0.0, z=0.0, reduction="mean"
     keep = np.ones(len(y), bool) if ignore_index is None else y != ignore_index
     if where is not None:
         keep &= where
-    loss = np.where(keep, loss, 0.0)
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "batchmean":
-        return loss.sum() / len(y)
-    return loss.sum() / keep.sum() if keep.sum() else 0.0
+    return ref.reduce(np.where(keep, loss, 0.0), reduction, keep.sum())
 
 
 def _unfused_ce(h, w, b, y, *, ignore_index=None, eps=0.0, z=0.0, reduction="mean", where=None):
@@ -111,6 +105,35 @@ def test_cross_entropy_matches_unfused(case):
     want = jax.jit(jax.grad(unfused, argnums=(0, 1, 2)))(h, w, b)
     for g, r in zip(got, want):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+REDUCTIONS = ("none", "sum", "mean", "batchmean")
+
+
+def test_equals_cross_entropy_loss_on_materialised_logits():
+    # The fused head must be exactly the public loss on h @ W + b, option for option.
+    h, w, b, y = _problem(12)
+    y[::5] = -100
+    where = jnp.asarray(np.arange(N) % 4 != 1)
+    kw = dict(ignore_index=-100, label_smoothing=0.15, z_loss=1e-3, where=where)
+    ct = jnp.asarray(np.random.default_rng(13).uniform(0.5, 1.5, N).astype(np.float32))
+
+    def all_reductions(loss):
+        def scalar(h, w, b, reduction):
+            out = loss(h, w, b, reduction)
+            return (jnp.sum(out * ct) if reduction == "none" else out), out
+
+        grad = jax.value_and_grad(scalar, argnums=(0, 1, 2), has_aux=True)
+        return jax.jit(lambda h, w, b: [grad(h, w, b, r) for r in REDUCTIONS])
+
+    fused = all_reductions(
+        lambda h, w, b, r: jaxkl.fused_linear_cross_entropy(h, w, y, bias=b, chunk_size=8, reduction=r, **kw)
+    )
+    plain = all_reductions(lambda h, w, b, r: jaxkl.cross_entropy_loss(h @ w + b[None, :], y, reduction=r, **kw))
+    for r, ((_, got), got_grads), ((_, want), want_grads) in zip(REDUCTIONS, fused(h, w, b), plain(h, w, b)):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6, err_msg=r)
+        for name, g, ref in zip("hWb", got_grads, want_grads):
+            np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6, err_msg=f"{r}: d/d{name}")
 
 
 def test_no_bias_and_chunk_larger_than_rows():
@@ -288,3 +311,31 @@ def test_distillation_memory_and_errors():
         jaxkl.fused_linear_distillation_loss(h, w, h[:-1], w)
     with pytest.raises(ValueError, match="temperature"):
         jaxkl.fused_linear_distillation_loss(h, w, h, w, temperature=0.0)
+
+
+def test_js_beta_weights_the_teacher_in_both_distillation_losses():
+    # beta is the teacher's weight in M = beta * teacher + (1 - beta) * student,
+    # for the fused and the materialised-logits loss alike (JS_beta(teacher, student)).
+    rng = np.random.default_rng(14)
+    n, d, v, beta, T = 11, 6, 20, 0.3, 1.5
+    hs, ht = rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(n, d)).astype(np.float32)
+    ws, wt = ((rng.normal(size=(d, v)) * 0.5).astype(np.float32) for _ in range(2))
+    kw = dict(temperature=T, divergence="js", beta=beta, reduction="none")
+    fused = jaxkl.fused_linear_distillation_loss(hs, ws, ht, wt, chunk_size=4, **kw)
+    plain = jaxkl.distillation_loss(jnp.asarray(hs) @ ws, jnp.asarray(ht) @ wt, **kw)
+    # Independent float64 reference with the teacher weighted by beta.
+    def probs(h, w):
+        z = h.astype(np.float64) @ w.astype(np.float64) / T
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p_s, p_t = probs(hs, ws), probs(ht, wt)
+    m = beta * p_t + (1 - beta) * p_s
+    kl = lambda p, q: np.sum(p * np.log(p / q), -1)
+    want = T**2 * (beta * kl(p_t, m) + (1 - beta) * kl(p_s, m))
+    np.testing.assert_allclose(fused, want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-7)
+    # The check has teeth: the other convention (beta on the student) differs.
+    m_swapped = (1 - beta) * p_t + beta * p_s
+    swapped = T**2 * ((1 - beta) * kl(p_t, m_swapped) + beta * kl(p_s, m_swapped))
+    assert np.abs(swapped - want).max() > 1e-3
