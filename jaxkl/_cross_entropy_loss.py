@@ -91,7 +91,7 @@ def _ce_tangent(static, arrays, norm, tangents):
     return with_tangent(coef, tangents[0], axis, axis_name)
 
 
-_cross_entropy = row_kernel(_ce_forward, _ce_tangent)
+_cross_entropy = row_kernel(_ce_forward, _ce_tangent, ("full", "row", "row", "class", "row"))
 
 
 def _matches(labels: jax.Array, value: int | None) -> jax.Array:

@@ -86,7 +86,7 @@ def _entropy_tangent(static, arrays, stats, tangents):
     return with_tangent(coef, tangents[0], axis, axis_name)
 
 
-_entropy = row_kernel(_entropy_forward, _entropy_tangent)
+_entropy = row_kernel(_entropy_forward, _entropy_tangent, ("full", "mask"))
 
 
 def entropy_from_logits(
@@ -159,7 +159,7 @@ def _cross_entropy_tangent(static, arrays, norm, tangents):
     return with_tangent(coef_p, dp, *static) + with_tangent(coef_y, dy, *static)
 
 
-_cross_entropy = row_kernel(_cross_entropy_forward, _cross_entropy_tangent)
+_cross_entropy = row_kernel(_cross_entropy_forward, _cross_entropy_tangent, ("full", "full", "mask"))
 
 
 def cross_entropy_from_logits(
@@ -245,7 +245,7 @@ def _kl_tangent(static, arrays, stats, tangents):
     )
 
 
-_kl = row_kernel(_kl_forward, _kl_tangent)
+_kl = row_kernel(_kl_forward, _kl_tangent, ("full", "full", "mask"))
 
 
 def kl_divergence_from_logits(
@@ -346,7 +346,7 @@ def _js_tangent(static, arrays, stats, tangents):
     )
 
 
-_js = row_kernel(_js_forward, _js_tangent)
+_js = row_kernel(_js_forward, _js_tangent, ("full", "full", "mask"))
 
 
 def js_divergence_from_logits(

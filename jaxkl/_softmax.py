@@ -45,7 +45,7 @@ def _lse_tangent(static, arrays, norm, tangents):
     return with_tangent(_probabilities(x, where, norm), tangents[0], *static)
 
 
-_logsumexp = row_kernel(_lse_forward, _lse_tangent)
+_logsumexp = row_kernel(_lse_forward, _lse_tangent, ("full", "mask"))
 
 
 def logsumexp(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
@@ -110,7 +110,7 @@ def _log_softmax_tangent(static, arrays, norm, tangents):
     return t if where is None else jnp.where(where, t, 0.0)
 
 
-_log_softmax = row_kernel(_log_softmax_forward, _log_softmax_tangent)
+_log_softmax = row_kernel(_log_softmax_forward, _log_softmax_tangent, ("full", "mask"))
 
 
 def log_softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
@@ -162,7 +162,7 @@ def _softmax_tangent(static, arrays, norm, tangents):
     return p * t
 
 
-_softmax = row_kernel(_softmax_forward, _softmax_tangent)
+_softmax = row_kernel(_softmax_forward, _softmax_tangent, ("full", "mask"))
 
 
 def softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
