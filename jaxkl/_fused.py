@@ -285,16 +285,6 @@ def _cross_entropy_rows(params, logits, labels, shared):
     return loss
 
 
-def _number(value: Any, name: str, low: float, high: float | None) -> float:
-    v = _validate.concrete_number(value)
-    if v is None:
-        raise TypeError(f"{name} must be a Python number known at trace time")
-    if not (v >= low and (high is None or v <= high)):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return v
-
-
 def fused_linear_cross_entropy(
     hidden: Any,
     weight: Any,
@@ -374,8 +364,8 @@ def fused_linear_cross_entropy(
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     params = (
         None if ignore_index is None else int(ignore_index),
-        _number(label_smoothing, "label_smoothing", 0.0, 1.0),
-        _number(z_loss, "z_loss", 0.0, None),
+        _validate.unit_interval(label_smoothing, "label_smoothing"),
+        _validate.nonnegative(z_loss, "z_loss"),
     )
     static = (_cross_entropy_rows, params, _chunk_size(chunk_size, n, v))
     counted = where

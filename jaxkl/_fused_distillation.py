@@ -10,7 +10,6 @@ from . import _validate
 from ._fused import (
     _chunk_size,
     _logits,
-    _number,
     head_loss,
     label_log_likelihood,
     validate_head,
@@ -128,7 +127,7 @@ def fused_linear_distillation_loss(
         temperature,
         divergence,
         _validate.unit_interval(beta, "beta"),
-        _number(alpha, "alpha", 0.0, 1.0),
+        _validate.unit_interval(alpha, "alpha"),
     )
     if labels is not None:
         labels = validate_labels(labels, n)
