@@ -25,10 +25,21 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 Forward = Callable[..., tuple[jax.Array, Any]]
+
+# Whether kernels that have a CPU derivative rule use it on CPU (read at trace
+# time). Off, CPU runs the accelerators' rematerialised rule, which is how the
+# tests check that branch without an accelerator.
+CPU_JVP = True
 Tangent = Callable[..., jax.Array]
 
 
-def row_kernel(forward: Forward, tangent: Tangent, kinds: tuple[str, ...]) -> Callable[..., jax.Array]:
+def row_kernel(
+    forward: Forward,
+    tangent: Tangent,
+    kinds: tuple[str, ...],
+    *,
+    cpu_jvp: Callable[..., tuple[jax.Array, jax.Array]] | None = None,
+) -> Callable[..., jax.Array]:
     """Make ``kernel(static, *arrays)`` with a rematerialised JVP.
 
     ``forward(static, *arrays) -> (value, stats)`` computes the result and the
@@ -41,26 +52,50 @@ def row_kernel(forward: Forward, tangent: Tangent, kinds: tuple[str, ...]) -> Ca
     input's shape, for :func:`by_row_blocks`: ``"full"`` (the input's shape),
     ``"row"`` (the shape without the class axis), ``"mask"`` (broadcastable to
     the input) or ``"class"`` (one value per class).
+
+    ``cpu_jvp(static, arrays, tangents) -> (value, tangent)``, when given,
+    replaces the rule on CPU: a kernel whose plain autodiff XLA:CPU already
+    runs with O(rows) temporaries uses it where recomputing costs more time
+    than it saves (see :mod:`jaxkl._cross_entropy_loss`).
     """
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
     def kernel(static, *arrays):
         return by_row_blocks(forward, static, kinds, arrays)[0]
 
-    def kernel_jvp(static, arrays, tangents):
+    def rematerialised_jvp(static, arrays, tangents):
         value, stats = by_row_blocks(forward, static, kinds, arrays)
-        tangents = tuple(
-            None if isinstance(t, SymbolicZero) or t is None else t for t in tangents
-        )
-        if all(t is None for t in tangents):
-            return value, jnp.zeros_like(value)
-
         # The checkpoint is what keeps residuals O(rows): only `arrays` (already
         # live) and `stats` are saved; the per-class factors are recomputed.
         # The tangent is one elementwise sweep and a row sum: it is not blocked
         # (on CPU a blocked backward measured slower and no smaller).
         rebuilt = jax.checkpoint(functools.partial(tangent, static))
         return value, rebuilt(arrays, stats, tangents).astype(value.dtype)
+
+    def kernel_jvp(static, arrays, tangents):
+        tangents = tuple(
+            None if isinstance(t, SymbolicZero) or t is None else t for t in tangents
+        )
+        if all(t is None for t in tangents):
+            value = by_row_blocks(forward, static, kinds, arrays)[0]
+            return value, jnp.zeros_like(value)
+        if cpu_jvp is None or not CPU_JVP:
+            return rematerialised_jvp(static, arrays, tangents)
+        # platform_dependent takes arrays only: the known-zero tangents stay in the closure.
+        present = [t for t in tangents if t is not None]
+
+        def branch(rule):
+            def run(arrays, present):
+                it = iter(present)
+                full = tuple(None if t is None else next(it) for t in tangents)
+                value, out = rule(static, arrays, full)
+                return value, out.astype(value.dtype)
+
+            return run
+
+        return jax.lax.platform_dependent(
+            arrays, present, cpu=branch(cpu_jvp), default=branch(rematerialised_jvp)
+        )
 
     kernel.defjvp(kernel_jvp, symbolic_zeros=True)
     return kernel
@@ -70,8 +105,10 @@ def row_kernel(forward: Forward, tangent: Tangent, kinds: tuple[str, ...]) -> Ca
 # (1 MiB of float32). XLA:CPU writes out the intermediates that several row
 # reductions share (it has no multi-output reduction fusion); within a block
 # they stay in cache, so the softmax's several passes re-read cache instead of
-# memory. Measured at 2048 x 32768 float32 (`python -m bench`): the forward of
-# KL from logits is ~1.9x faster blocked, and its temporaries are one block.
+# memory, and no temporary is large enough to be mapped fresh (and
+# page-faulted) on every call. Measured at 2048 x 32768 float32 (`python -m
+# bench`): the forward of KL from logits is ~1.9x faster blocked, and its
+# temporaries are one block.
 BLOCK_ELEMENTS = 2**18
 
 
@@ -80,14 +117,33 @@ def block_rows(shape: tuple[int, ...], axis: int, axis_name: Any) -> int | None:
     if axis_name is not None or len(shape) < 2 or axis != len(shape) - 1 or shape[-1] == 0:
         return None
     rows = math.prod(shape[:-1])
-    target = max(1, BLOCK_ELEMENTS // shape[-1])
+    # At least 2 rows a block: with one, the blocked view has a unit axis and
+    # XLA copies every input before the loop (2 x 32 MiB at 32 x 262144).
+    target = max(2, BLOCK_ELEMENTS // shape[-1])
     if rows < 2 * target:
         return None
     # Blocks must tile the rows exactly, so that blocking is a free reshape.
-    for block in range(target, max(1, target // 4) - 1, -1):
+    for block in range(target, max(2, target // 4) - 1, -1):
         if rows % block == 0:
             return block
     return None
+
+
+def _as_bits(op: jax.Array) -> jax.Array:
+    """16-bit floats as same-width unsigned integers (undone by :func:`_from_bits`).
+
+    XLA:CPU has no 16-bit-float dynamic-slice: it converts the whole input to
+    float32 before the loop (a rows x classes float32 temporary, measured 256
+    MiB at 2048 x 32768 bfloat16). Sliced as integers, each block is converted
+    inside the loop instead.
+    """
+    if jnp.issubdtype(op.dtype, jnp.floating) and jnp.dtype(op.dtype).itemsize == 2:
+        return jax.lax.bitcast_convert_type(op, jnp.uint16)
+    return op
+
+
+def _from_bits(op: jax.Array, dtype: Any) -> jax.Array:
+    return op if op.dtype == dtype else jax.lax.bitcast_convert_type(op, dtype)
 
 
 def by_row_blocks(fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...], operands: tuple) -> Any:
@@ -118,13 +174,15 @@ def by_row_blocks(fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...],
             if all(d == 1 for d in padded[:-1]):
                 return None, op.reshape(1, padded[-1])
             op = jnp.broadcast_to(op, full)
-        return op.reshape(n, block, classes), None
+        return _as_bits(op.reshape(n, block, classes)), None
 
     mapped, whole = zip(*(split(op, kind) for op, kind in zip(operands, kinds)))
+    dtypes = tuple(None if op is None else op.dtype for op in operands)
     block_static = (1,) + tuple(static[1:])
 
-    def body(blocked):
-        return fn(block_static, *(b if w is None else w for b, w in zip(blocked, whole)))
+    def body(parts):
+        parts = (None if b is None else _from_bits(b, d) for b, d in zip(parts, dtypes))
+        return fn(block_static, *(b if w is None else w for b, w in zip(parts, whole)))
 
     def blocked(*mapped):
         out = jax.lax.map(body, mapped)
@@ -188,11 +246,16 @@ def log_normalizer(
     ``lax.psum``. The shift only conditions the sum (its derivative cancels
     exactly), so it is taken outside differentiation; ``pmax`` has no JVP.
     """
+    m = row_shift(x, axis, axis_name)
+    return m, jnp.log(row_sum(jnp.exp(x - m), axis, axis_name, keepdims=True))
+
+
+def row_shift(x: jax.Array, axis: int, axis_name: Any = None) -> jax.Array:
+    """The row max with keepdims (0 where it is not finite): the shift of :func:`log_normalizer`."""
     m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
     if axis_name is not None:
         m = jax.lax.pmax(jax.lax.stop_gradient(m), axis_name)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    return m, jnp.log(row_sum(jnp.exp(x - m), axis, axis_name, keepdims=True))
+    return jnp.where(jnp.isfinite(m), m, 0.0)
 
 
 def logsumexp_of(normalizer: tuple[jax.Array, jax.Array]) -> jax.Array:

@@ -34,3 +34,29 @@ def x64():
     """Run the test with float64 enabled."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(params=["cpu rule", "rematerialised rule"])
+def derivative_rule(request, monkeypatch):
+    """Each derivative rule of the kernels that have two (see ``jaxkl._rowwise.CPU_JVP``).
+
+    Accelerators run the rematerialised rule (``platform_dependent``'s default
+    branch); no accelerator checks it, so the tests run it here on CPU.
+    """
+    from jaxkl import _rowwise
+
+    monkeypatch.setattr(_rowwise, "CPU_JVP", request.param == "cpu rule")
+    jax.clear_caches()  # traces made under the other rule must not be reused
+    yield request.param
+    jax.clear_caches()
+
+
+@pytest.fixture
+def rematerialised(monkeypatch):
+    """Only the rematerialised rule (whose reverse-mode residuals are O(rows))."""
+    from jaxkl import _rowwise
+
+    monkeypatch.setattr(_rowwise, "CPU_JVP", False)
+    jax.clear_caches()
+    yield
+    jax.clear_caches()

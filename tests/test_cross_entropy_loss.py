@@ -266,7 +266,48 @@ def test_transformations():
     np.testing.assert_allclose(jax.jit(jax.grad(jax.checkpoint(total)))(logits), rev, atol=1e-6)
 
 
-def test_reverse_mode_residuals_are_per_row():
+_EDGE_LOGITS = np.array(
+    [[1.0, 2.0, 3.0, -np.inf], [1e4, 1e4 + 1, 1e4 + 2, 0.0], [0.5, np.nan, 0.0, 1.0]], np.float32
+)
+_EDGE_LABELS = np.array([0, 2, 1])
+_EDGE_WEIGHT = np.array([1.0, 2.0, 0.5, 1.0])
+_EDGE_KEEP = np.array([True, True, False])
+
+
+def _edge_case_derivatives():
+    def f(x):
+        return jaxkl.cross_entropy_loss(
+            x, _EDGE_LABELS, weight=_EDGE_WEIGHT, label_smoothing=0.1, z_loss=1e-4, where=_EDGE_KEEP,
+            reduction="sum",
+        )
+
+    ones = np.ones_like(_EDGE_LOGITS)
+    return jax.jit(jax.grad(f))(_EDGE_LOGITS), jax.jit(lambda t: jax.jvp(f, (_EDGE_LOGITS,), (t,))[1])(ones)
+
+
+def _edge_case_reference_gradient():
+    """dl/dx_c = P_c (a w_y + b W + 2 z w_y lse) - a w_y [c = y] - b w_c, in float64; 0 on masked rows."""
+    x = _EDGE_LOGITS.astype(np.float64)
+    a, b, z = 0.9, 0.1 / 4, 1e-4
+    grad = np.zeros_like(x)
+    for i in np.flatnonzero(_EDGE_KEEP):
+        lse = np.max(x[i]) + np.log(np.sum(np.exp(x[i] - np.max(x[i]))))
+        p = np.exp(x[i] - lse)
+        wy = _EDGE_WEIGHT[_EDGE_LABELS[i]]
+        grad[i] = p * (a * wy + b * _EDGE_WEIGHT.sum() + 2 * z * wy * lse) - b * _EDGE_WEIGHT
+        grad[i, _EDGE_LABELS[i]] -= a * wy
+    return grad
+
+
+def test_both_derivative_rules_match_the_formula_at_edges(derivative_rule):
+    grad, tangent = _edge_case_derivatives()
+    want = _edge_case_reference_gradient()
+    assert not np.any(grad[2])  # the masked row holds a NaN logit: its gradient is exactly 0
+    np.testing.assert_allclose(grad, want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(tangent, want.sum(), rtol=2e-5)
+
+
+def test_reverse_mode_residuals_are_per_row(rematerialised):
     x = jnp.zeros((8, 16))
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):

@@ -21,7 +21,7 @@ KERNELS = {
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
-def test_only_inputs_and_per_row_statistics_are_saved(name, capsys):
+def test_only_inputs_and_per_row_statistics_are_saved(name, capsys, rematerialised):
     a = jnp.zeros((ROWS, CLASSES))
     print_saved_residuals(lambda a, b: jnp.sum(KERNELS[name](a, b)), a, a)
     lines = capsys.readouterr().out.strip().splitlines()

@@ -26,6 +26,8 @@ def test_block_sizes():
     assert _rowwise.block_rows((2048, 32768), 0, None) is None  # class axis not last
     assert _rowwise.block_rows((2048, 32768), 1, "classes") is None  # sharded classes
     assert _rowwise.block_rows((10, 32768), 1, None) is None  # too few rows to block
+    assert _rowwise.block_rows((32, 262144), 1, None) == 2
+    assert _rowwise.block_rows((64, 524288), 1, None) == 2  # never a block of one row
     assert _rowwise.block_rows((3, 1024, 4096), 2, None) == 64  # leading axes are rows
     assert _rowwise.block_rows((4099, 32768), 1, None) is None  # a prime number of rows: no tiling
 
@@ -80,9 +82,10 @@ def test_blocked_gradients_match_the_formulas(tiny_blocks):
     np.testing.assert_allclose(jac, expected, atol=1e-6)
 
 
-def test_odd_row_counts_use_smaller_blocks(tiny_blocks):
-    a = ref.random_logits(np.random.default_rng(1), (7, 10))  # 7 rows tile only as 7 blocks of 1
-    assert _rowwise.block_rows(a.shape, 1, None) == 1
+def test_odd_row_counts_use_smaller_blocks(tiny_blocks, monkeypatch):
+    monkeypatch.setattr(_rowwise, "BLOCK_ELEMENTS", 40)  # 4 rows of 10 classes per block
+    a = ref.random_logits(np.random.default_rng(1), (9, 10))  # 9 rows tile as 3 blocks of 3
+    assert _rowwise.block_rows(a.shape, 1, None) == 3
     got = jax.jit(jaxkl.logsumexp)(a)
     from scipy.special import logsumexp
 
