@@ -9,9 +9,13 @@ per-example value and its derivative are
 
 The label's logit ``x_y`` is gathered once per row (O(rows)) outside the row
 kernel, so the kernel's per-class work is the log-normaliser alone, plus one
-weighted row sum when ``label_smoothing`` is on; JAX differentiates the
-gather (its transpose adds ``-a w_y`` at the label in place). ``-log P_y`` is
-formed as ``(max - x_y) + log sum exp(x - max)``, exact in the shift.
+weighted row sum when ``label_smoothing`` is on. ``-log P_y`` is formed as
+``(max - x_y) + log sum exp(x - max)``, exact in the shift. The rule takes the
+label's ``-a w_y`` from ``dx`` through a compare fused into its sweep and
+leaves the gathered logit's tangent unused, so reverse mode never transposes
+the gather (a scatter, which XLA:CPU runs into a rows x classes float32
+buffer for 16-bit logits); differentiating the rule itself (higher order)
+still sees the value's dependence on the gathered logit.
 
 How the derivative is computed depends on the backend, by measurement:
 
@@ -42,7 +46,7 @@ from ._rowwise import (
     log_normalizer,
     prepare_logits,
     row_kernel,
-    row_shift,
+    shifted_exponentials,
     row_sum,
     with_tangent,
     zero_where_unused,
@@ -82,7 +86,12 @@ def _value(static, normalizer, picked, wy, weight, gap, valid):
     return jnp.where(valid, value, 0.0)
 
 
-def _ce_forward(static, x, picked, wy, weight, valid):
+def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
+    """Boolean ``[..., K, ...]``: True at each row's label (fused into the sweep; never stored)."""
+    return jax.lax.broadcasted_iota(idx.dtype, shape, axis) == jnp.expand_dims(idx, axis)
+
+
+def _ce_forward(static, x, picked, idx, wy, weight, valid):
     axis, b, axis_name = static[0], static[2], static[-1]
     xs = prepare_logits(x, None)
     normalizer = log_normalizer(xs, axis, axis_name)
@@ -92,10 +101,9 @@ def _ce_forward(static, x, picked, wy, weight, valid):
 
 
 def _ce_tangent_from(static, p, lse, arrays, tangents):
-    """``sum_c dl/dx_c dx_c + dl/dx_y dx_y`` given ``P`` and ``lse`` (keepdims)."""
+    """``sum_c dl/dx_c dx_c`` given ``P`` and ``lse`` (keepdims)."""
     axis, a, b, z, axis_name = static
-    _, _, wy, weight, valid = arrays
-    dx, dpicked = tangents[0], tangents[1]
+    _, _, idx, wy, weight, valid = arrays
     wy_ = jnp.expand_dims(wy, axis)
     factor = a * wy_
     if b:
@@ -106,12 +114,13 @@ def _ce_tangent_from(static, p, lse, arrays, tangents):
     coef = zero_where_unused(p, factor)
     if b:
         coef = coef - b * _along(weight, p.ndim, axis)
+    if a:
+        # The label's term, from dx: the tangent of `picked` (which is dx at the
+        # label) is not used, so reverse mode never transposes the gather.
+        coef = coef - jnp.where(_label_mask(idx, p.shape, axis), a * wy_, 0.0)
     # Ignored and masked examples get exactly zero gradient, even from NaN logits.
     coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
-    out = with_tangent(coef, dx, axis, axis_name)
-    if a and dpicked is not None:
-        out = out - a * jnp.where(valid, wy, 0.0) * dpicked.astype(p.dtype)
-    return out
+    return with_tangent(coef, tangents[0], axis, axis_name)
 
 
 def _ce_tangent(static, arrays, normalizer, tangents):
@@ -124,11 +133,8 @@ def _ce_tangent(static, arrays, normalizer, tangents):
 def _ce_cpu_jvp(static, arrays, tangents):
     """Value and tangent from one unblocked pass of exponentials (see the module docstring)."""
     axis, b, axis_name = static[0], static[2], static[-1]
-    x, picked, wy, weight, valid = arrays
-    xs = prepare_logits(x, None)
-    shift = row_shift(xs, axis, axis_name)
-    e = jnp.exp(xs - shift)
-    total = row_sum(e, axis, axis_name, keepdims=True)
+    x, picked, _, wy, weight, valid = arrays
+    xs, shift, e, total = shifted_exponentials(x, None, axis, axis_name)
     normalizer = (shift, jnp.log(total))
     gap = _weighted_gap(static, xs, shift, weight) if b else None
     value = _value(static, normalizer, picked.astype(xs.dtype), wy, weight, gap, valid)
@@ -137,7 +143,7 @@ def _ce_cpu_jvp(static, arrays, tangents):
 
 
 _cross_entropy = row_kernel(
-    _ce_forward, _ce_tangent, ("full", "row", "row", "class", "row"), cpu_jvp=_ce_cpu_jvp
+    _ce_forward, _ce_tangent, ("full", "row", "row", "row", "class", "row"), cpu_jvp=_ce_cpu_jvp
 )
 
 
@@ -245,7 +251,7 @@ def per_example(
         valid = valid & jnp.broadcast_to(where, labels.shape)
     static = (axis, 1.0 - eps, eps / num_classes if num_classes else 0.0, z, axis_name)
     picked = _label_logits(x, idx, axis, axis_name) if local_classes else jnp.zeros(labels.shape, x.dtype)
-    values = _cross_entropy(static, x, picked, wy, weight, valid)
+    values = _cross_entropy(static, x, picked, idx, wy, weight, valid)
     return values, valid, wy, x.dtype
 
 

@@ -32,7 +32,7 @@ from ._rowwise import (
     prepare_logits,
     prepare_probs,
     row_kernel,
-    row_shift,
+    shifted_exponentials,
     row_sum,
     with_tangent,
     zero_where_unused,
@@ -177,10 +177,7 @@ def _cross_entropy_cpu_jvp(static, arrays, tangents):
     """
     p, y, where = arrays
     t = prepare_probs(p, where)
-    z = prepare_logits(y, where)
-    shift = row_shift(z, *static)
-    e = jnp.exp(z - shift)
-    total = row_sum(e, *static, keepdims=True)
+    z, shift, e, total = shifted_exponentials(y, where, *static)
     logq = log_probs(z, (shift, jnp.log(total)))
     value = _cross_entropy_value(static, t, logq).astype(y.dtype)
     q = e * jnp.where(total == 0, 0.0, 1.0 / total)

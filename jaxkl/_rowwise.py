@@ -250,6 +250,23 @@ def log_normalizer(
     return m, jnp.log(row_sum(jnp.exp(x - m), axis, axis_name, keepdims=True))
 
 
+def shifted_exponentials(
+    x: jax.Array, where: jax.Array | None, axis: int, axis_name: Any = None
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(z, shift, e, total)`` for rules that keep ``e`` instead of recomputing it.
+
+    ``z = prepare_logits(x, where)``, ``e = exp(z - shift)`` with the row max
+    as the shift, and ``total`` its row sum (keepdims). The max is taken in
+    ``x``'s own dtype, where it is exact: a 16-bit ``x`` converted first would
+    be written out whole in float32 for XLA:CPU's reduction.
+    """
+    masked = x if where is None else jnp.where(where, x, -jnp.inf)
+    shift = row_shift(masked, axis, axis_name).astype(compute_dtype(x.dtype))
+    z = prepare_logits(x, where)
+    e = jnp.exp(z - shift)
+    return z, shift, e, row_sum(e, axis, axis_name, keepdims=True)
+
+
 def row_shift(x: jax.Array, axis: int, axis_name: Any = None) -> jax.Array:
     """The row max with keepdims (0 where it is not finite): the shift of :func:`log_normalizer`."""
     m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
