@@ -76,15 +76,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    preset = ap.add_argument_group("presets (one at most; --sizes, --dtypes, --impls, --repeats override parts)")
+    preset = ap.add_argument_group(
+        "presets (one at most; times on 2 CPU cores; --sizes, --dtypes, --impls, --repeats override parts)"
+    )
     choice = preset.add_mutually_exclusive_group()
     for name, p in PRESETS.items():
         choice.add_argument(f"--{name}", dest="preset", action="store_const", const=name, help=p.about)
     ap.set_defaults(preset="quick")
     ap.add_argument("--sizes", type=_size, nargs="+", help="override sizes, e.g. 2048x32768")
     ap.add_argument("--dtypes", nargs="+", choices=BOTH_DTYPES)
-    ap.add_argument("--kernels", nargs="+", choices=jax_impls.KERNELS, default=list(jax_impls.KERNELS))
-    ap.add_argument("--impls", nargs="+", choices=ALL_IMPLS)
+    ap.add_argument(
+        "--kernels", nargs="+", choices=jax_impls.KERNELS, default=list(jax_impls.KERNELS), metavar="KERNEL",
+        help="kernels to time (default: all): " + ", ".join(jax_impls.KERNELS),
+    )
+    ap.add_argument("--impls", nargs="+", choices=ALL_IMPLS, metavar="IMPL", help="implementations: " + ", ".join(ALL_IMPLS))
     ap.add_argument("--repeats", type=int, help="timed rounds per entry (median reported)")
     ap.add_argument("--seconds", type=float, default=300.0, help="cap on timed rounds per configuration (at least 3 rounds)")
     ap.add_argument("--mem-gb", type=float, default=16.0, help="skip what would need more memory than this")
