@@ -83,8 +83,10 @@ def cells(results: dict) -> list[dict]:
     for cfg in results["configs"]:
         med = {(e["kernel"], e["impl"], e["mode"]): e["median_s"] for e in cfg.get("entries", [])}
         for (kernel, impl, mode), ours in med.items():
+            if impl != "jaxkl":
+                continue
             peers = {p: med[(kernel, p, mode)] for p in JAX_PEERS if (kernel, p, mode) in med}
-            if impl != "jaxkl" or not peers:
+            if not peers:
                 continue
             peer = min(peers, key=peers.get)
             out.append(
@@ -224,7 +226,7 @@ def _fmt(x, spec=".2f"):
 
 
 def _required(c: dict) -> str:
-    return ("≥ " if c["better"] == "higher" else "≤ ") + format(c["required"], "g")
+    return ("≥ " if c["better"] == "higher" else "≤ ") + format(c["required"], ".3g")
 
 
 def _measured(c: dict) -> str:
