@@ -1,6 +1,6 @@
-"""Benchmarks of jaxkl against NumPy baselines, optax, plain jnp and PyTorch.
+"""Benchmarks of jaxkl against its JAX peers (optax, plain jnp), NumPy and PyTorch.
 
-Run ``python -m bench`` (quick), ``python -m bench --target`` (the 2048 x 32768
-size the targets are stated at) or ``python -m bench --full --docs`` (the sweep
-that regenerates ``docs/benchmarks.md`` and the README's numbers).
+Run ``python -m bench`` (quick: one size), ``python -m bench --sweep --docs``
+(the never-slower sweep over four shapes, which regenerates ``docs/benchmarks.md``
+and the README's numbers) or ``python -m bench --help`` for every preset.
 """

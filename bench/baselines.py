@@ -1,6 +1,6 @@
 """NumPy and PyTorch baselines, with the same (forward, forward+backward) contract.
 
-The NumPy code is what a careful NumPy user writes: vectorised over rows,
+The NumPy code (for the logits kernels; the sweep skips NumPy) is what a careful NumPy user writes: vectorised over rows,
 ``scipy.special.log_softmax`` for stability, analytic gradients (the formulas
 in ``jaxkl/_logits.py``) computed from the forward's log-probabilities, in-place
 updates where they save a temporary. Each forward returns the sum over rows;
@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
+
+from .jax_impls import CONSISTENCY_T, CONSISTENCY_THRESHOLD, DISTILLATION_T
 
 _LOG2 = math.log(2.0)
 
@@ -154,17 +156,35 @@ def torch_implementations() -> dict[str, Callable]:
     def ce_labels(a, y):
         return F.cross_entropy(a, y, reduction="sum")
 
+    def distillation(s, t):
+        temp = DISTILLATION_T
+        soft = F.kl_div(F.log_softmax(s / temp, -1), F.log_softmax(t.detach() / temp, -1), reduction="batchmean", log_target=True)
+        return temp**2 * soft
+
+    def consistency(x, t):
+        t = t.detach()
+        lt = F.log_softmax(t / CONSISTENCY_T, -1)
+        kl = (lt.exp() * (lt - F.log_softmax(x, -1))).sum(-1)
+        kept = t.softmax(-1).amax(-1) > CONSISTENCY_THRESHOLD
+        return torch.where(kept, kl, 0).sum() / kept.sum().clamp(min=1)
+
+    def fused_ce(h, w, y):
+        return F.cross_entropy(h @ w, y)
+
     return {
         "entropy": entropy,
         "cross_entropy": cross_entropy,
         "kl": kl,
         "js": js,
         "ce_labels": ce_labels,
+        "distillation": distillation,
+        "consistency": consistency,
+        "fused_ce": fused_ce,
     }
 
 
-def torch_forward_and_backward(fn: Callable, kinds: tuple[str, ...]):
-    """``(forward, forward+backward)`` for a torch scalar function."""
+def torch_forward_and_backward(fn: Callable, grad: tuple[int, ...]):
+    """``(forward, forward+backward)`` for a torch scalar function; ``grad``: positions differentiated."""
     torch = torch_module()
 
     def forward(*xs):
@@ -172,8 +192,8 @@ def torch_forward_and_backward(fn: Callable, kinds: tuple[str, ...]):
             return fn(*xs)
 
     def forward_backward(*xs):
-        xs = [x.detach().requires_grad_(k != "labels") for x, k in zip(xs, kinds)]
+        xs = [x.detach().requires_grad_(i in grad) for i, x in enumerate(xs)]
         fn(*xs).backward()
-        return [x.grad for x, k in zip(xs, kinds) if k != "labels"]
+        return [xs[i].grad for i in grad]
 
     return forward, forward_backward

@@ -54,22 +54,32 @@ def backends() -> list[tuple[str, jax.Device]]:
     return found
 
 
+# Hidden size D of the fused head's inputs: small, so that its three N x D x V
+# matmuls keep the sweep affordable on a few CPU cores while V sets the logits' size.
+HIDDEN = 128
+
+
 def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """Logits ``a``, ``b``, probabilities ``p`` and labels ``y``, as NumPy arrays in ``dtype``."""
+    """The arrays kernels take (``jax_impls`` module docstring), as NumPy arrays in ``dtype``.
+
+    Logits ``a``, ``b``, probabilities ``p``, labels ``y``; hidden states ``h``
+    ``[rows, HIDDEN]`` and a head weight ``w`` ``[HIDDEN, classes]`` scaled so
+    that ``h @ w`` has unit variance.
+    """
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
     b = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
     p = softmax(b + rng.standard_normal((rows, classes), dtype=np.float32), axis=-1)
     y = rng.integers(0, classes, size=rows, dtype=np.int32)
+    h = rng.standard_normal((rows, HIDDEN), dtype=np.float32)
+    w = rng.standard_normal((HIDDEN, classes), dtype=np.float32) * np.float32(HIDDEN**-0.5)
     cast = jnp.dtype(dtype)
-    return {"a": a.astype(cast), "b": b.astype(cast), "p": p.astype(cast), "y": y}
-
-
-_ARGS = {"entropy": "a", "cross_entropy": "pb", "kl": "ab", "js": "ab", "ce_labels": "ay"}
+    floats = {"a": a, "b": b, "p": p, "h": h, "w": w}
+    return {name: x.astype(cast) for name, x in floats.items()} | {"y": y}
 
 
 def kernel_args(kernel: str, arrays: dict) -> list:
-    return [arrays[name] for name in _ARGS[kernel]]
+    return [arrays[name] for name in jax_impls.TABLE[kernel].inputs]
 
 
 def _compile(fn: Callable, args: list) -> tuple[Callable, float, int | None]:
@@ -91,7 +101,6 @@ def jax_entries(kernels, impls, device, arrays, budget_bytes) -> tuple[list[Entr
     """Compile every JAX entry on ``device``; entries that would not fit are skipped and noted."""
     dev_arrays = {k: jax.device_put(v, device) for k, v in arrays.items()}
     live = 2 * sum(v.nbytes for v in arrays.values())  # host copies + device copies
-    table = jax_impls.implementations()
     entries, skipped = [], []
     for kernel in kernels:
         args = kernel_args(kernel, dev_arrays)
@@ -99,7 +108,7 @@ def jax_entries(kernels, impls, device, arrays, budget_bytes) -> tuple[list[Entr
             compiled, seconds, temp = _compile(fn, args)
             entries.append(Entry(kernel, name, "floor", _blocking(compiled, args), seconds, temp))
         for impl in impls:
-            fn = table[kernel].get(impl) if impl in JAX_IMPLS else None
+            fn = jax_impls.TABLE[kernel].impls.get(impl) if impl in JAX_IMPLS else None
             if fn is None:
                 continue
             for mode, f in zip(("fwd", "fwdbwd"), jax_impls.forward_and_backward(kernel, fn)):
@@ -132,7 +141,7 @@ def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], lis
         if not fits:
             skipped.append(dict(kernel="*", impl="numpy", mode="*", reason="estimated peak over the memory budget"))
         else:
-            for kernel in kernels:
+            for kernel in (k for k in kernels if k in baselines.NUMPY):
                 args = kernel_args(kernel, arrays)
                 for mode, fn in zip(("fwd", "fwdbwd"), baselines.NUMPY[kernel]):
                     peak = _numpy_peak(fn, args)
@@ -147,10 +156,10 @@ def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], lis
             k: torch.from_numpy(np.asarray(v, np.float32)).to(tdtype) if k != "y" else torch.from_numpy(v.astype(np.int64))
             for k, v in arrays.items()
         }
-        for kernel in kernels:
+        for kernel in (k for k in kernels if k in torch_fns):
             args = kernel_args(kernel, targs)
-            kinds = jax_impls.INPUTS[kernel]
-            for mode, fn in zip(("fwd", "fwdbwd"), baselines.torch_forward_and_backward(torch_fns[kernel], kinds)):
+            pair = baselines.torch_forward_and_backward(torch_fns[kernel], jax_impls.TABLE[kernel].grad)
+            for mode, fn in zip(("fwd", "fwdbwd"), pair):
                 entries.append(Entry(kernel, "torch", mode, (lambda f=fn, a=args: f(*a))))
     return entries, skipped
 
@@ -188,10 +197,9 @@ def bf16_accuracy(kernels, arrays, device) -> list[dict]:
     ``value_rel``: relative error of the summed value; ``grad_rel``: max |g_bf16 - g_f32| / max |g_f32|.
     Within bf16 rounding means both are at most 2**-8 (half a bf16 ulp) plus f32 noise.
     """
-    table = jax_impls.implementations()
     out = []
     for kernel in kernels:
-        fn = table[kernel]["jaxkl"]
+        fn = jax_impls.TABLE[kernel].impls["jaxkl"]
         if fn is None:
             continue
         args = [jax.device_put(x, device) for x in kernel_args(kernel, arrays)]

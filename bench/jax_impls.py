@@ -1,22 +1,28 @@
-"""The JAX implementations compared, one scalar-valued function per (kernel, implementation).
+"""The JAX implementations compared: one table entry per kernel.
 
-Every function takes the kernel's inputs and returns the **sum over rows** of the
-per-row value, so that forward and forward+backward (``jax.grad`` wrt every float
-input) time the same computation. The final sum over rows is O(rows) and does not
-change the ranking.
+Each entry of :data:`TABLE` names the kernel's inputs, the jaxkl call and its
+JAX peers; adding a kernel to every preset, report and plot is adding one entry
+(plus, optionally, a NumPy or PyTorch baseline in ``baselines.py``).
 
-* ``jaxkl``: the library kernel.
+Every function returns a scalar — the **sum over rows** of a kernel's per-row
+value, or a loss at its default reduction — so that forward and forward+backward
+(``jax.grad`` wrt the entry's ``grad`` inputs) time the same computation. The
+final sum over rows is O(rows) and does not change the ranking.
+
+* ``jaxkl``: the library function.
 * ``optax``: optax's nearest equivalent, written the way its documentation suggests.
 * ``jnp``: plain ``jax.nn`` / ``jax.numpy`` with autodiff, what a user writes by hand.
 
-Kernels and their inputs (``a``, ``b`` logits; ``p`` probabilities; ``y`` int labels):
-entropy(a), cross_entropy(p, b), kl(a, b), js(a, b), ce_labels(a, y).
+Inputs are named by the arrays of ``harness.host_inputs``: ``a``, ``b`` logits
+(``b`` is the fixed target of the distillation and consistency losses), ``p``
+probabilities, ``y`` int labels, ``h`` hidden states ``[rows, D]`` and ``w`` a
+head weight ``[D, classes]``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,25 +31,28 @@ import optax
 import jaxkl
 from jaxkl import _rowwise
 
-KERNELS = ("entropy", "cross_entropy", "kl", "js", "ce_labels")
-
-# Which inputs each kernel takes: "logits", "probs" or "labels". Floats are differentiated.
-INPUTS = {
-    "entropy": ("logits",),
-    "cross_entropy": ("probs", "logits"),
-    "kl": ("logits", "logits"),
-    "js": ("logits", "logits"),
-    "ce_labels": ("logits", "labels"),
-}
-
 _LOG2 = math.log(2.0)
+LOGITS = "ab"  # the inputs the exp floor exponentiates
+FULL_SIZE = "abp"  # the rows x classes inputs
+
+# distillation_loss at T = 2 exercises the temperature and its T² scaling.
+DISTILLATION_T = 2.0
+# consistency_loss with UDA's settings: a sharpened target (T = 0.4) and confidence masking.
+CONSISTENCY_T, CONSISTENCY_THRESHOLD = 0.4, 0.8
+
+
+class Kernel(NamedTuple):
+    title: str  # how reports name the kernel: the jaxkl call measured
+    inputs: str  # array names, in call order (see the module docstring)
+    grad: tuple[int, ...]  # positions differentiated in fwd+bwd
+    impls: dict[str, Callable | None]  # {"jaxkl" | "optax" | "jnp": fn, or None when it has none}
 
 
 def _jaxkl_ce_labels():
     # cross_entropy_loss may not exist in every version of jaxkl; measured when it does.
     if not hasattr(jaxkl, "cross_entropy_loss"):
         return None
-    return lambda a, y: jnp.sum(jaxkl.cross_entropy_loss(a, y))
+    return lambda a, y: jaxkl.cross_entropy_loss(a, y, reduction="sum")
 
 
 def _jnp_js(a, b):
@@ -57,53 +66,128 @@ def _jnp_ce_labels(a, y):
     return jnp.sum(jax.nn.logsumexp(a, axis=-1) - picked)
 
 
-def implementations() -> dict[str, dict[str, Callable | None]]:
-    """``{kernel: {impl: scalar function or None when not available}}``."""
-    return {
-        "entropy": {
+def _optax_distillation(s, t):
+    t = jax.lax.stop_gradient(t)
+    kl = optax.losses.kl_divergence_with_log_targets(
+        jax.nn.log_softmax(s / DISTILLATION_T), jax.nn.log_softmax(t / DISTILLATION_T)
+    )
+    return DISTILLATION_T**2 * jnp.sum(kl) / s.shape[0]
+
+
+def _jnp_distillation(s, t):
+    # batchmean of T² KL(softmax(t/T) || softmax(s/T)): Hinton et al.'s soft loss.
+    lt = jax.nn.log_softmax(jax.lax.stop_gradient(t) / DISTILLATION_T)
+    ls = jax.nn.log_softmax(s / DISTILLATION_T)
+    return DISTILLATION_T**2 * jnp.sum(jnp.exp(lt) * (lt - ls)) / s.shape[0]
+
+
+def _jnp_consistency(x, t):
+    # Mean over confident rows of KL(softmax(t/T) || softmax(x)), 0 when none is confident.
+    t = jax.lax.stop_gradient(t)
+    lt = jax.nn.log_softmax(t / CONSISTENCY_T)
+    kl = jnp.sum(jnp.exp(lt) * (lt - jax.nn.log_softmax(x)), axis=-1)
+    kept = jnp.max(jax.nn.softmax(t), axis=-1) > CONSISTENCY_THRESHOLD
+    return jnp.sum(jnp.where(kept, kl, 0)) / jnp.maximum(jnp.sum(kept, dtype=kl.dtype), 1)
+
+
+def _jnp_fused_ce(h, w, y):
+    return _jnp_ce_labels(h @ w, y) / h.shape[0]
+
+
+TABLE: dict[str, Kernel] = {
+    "entropy": Kernel(
+        "entropy_from_logits",
+        "a",
+        (0,),
+        {
             "jaxkl": lambda a: jnp.sum(jaxkl.entropy_from_logits(a)),
             # optax has no entropy; its route is H(P) = CE(P, P) with its softmax CE.
             "optax": lambda a: jnp.sum(optax.losses.softmax_cross_entropy(a, jax.nn.softmax(a))),
             "jnp": lambda a: -jnp.sum(jax.nn.softmax(a) * jax.nn.log_softmax(a)),
         },
-        "cross_entropy": {
+    ),
+    "cross_entropy": Kernel(
+        "cross_entropy_from_logits",
+        "pb",
+        (0, 1),
+        {
             "jaxkl": lambda p, b: jnp.sum(jaxkl.cross_entropy_from_logits(p, b)),
             "optax": lambda p, b: jnp.sum(optax.losses.softmax_cross_entropy(b, p)),
             "jnp": lambda p, b: -jnp.sum(p * jax.nn.log_softmax(b)),
         },
-        "kl": {
+    ),
+    "kl": Kernel(
+        "kl_divergence_from_logits",
+        "ab",
+        (0, 1),
+        {
             "jaxkl": lambda a, b: jnp.sum(jaxkl.kl_divergence_from_logits(a, b)),
             "optax": lambda a, b: jnp.sum(
-                optax.losses.kl_divergence_with_log_targets(
-                    jax.nn.log_softmax(b), jax.nn.log_softmax(a)
-                )
+                optax.losses.kl_divergence_with_log_targets(jax.nn.log_softmax(b), jax.nn.log_softmax(a))
             ),
-            "jnp": lambda a, b: jnp.sum(
-                jax.nn.softmax(a) * (jax.nn.log_softmax(a) - jax.nn.log_softmax(b))
-            ),
+            "jnp": lambda a, b: jnp.sum(jax.nn.softmax(a) * (jax.nn.log_softmax(a) - jax.nn.log_softmax(b))),
         },
-        "js": {
+    ),
+    "js": Kernel(
+        "js_divergence_from_logits",
+        "ab",
+        (0, 1),
+        {
             "jaxkl": lambda a, b: jnp.sum(jaxkl.js_divergence_from_logits(a, b)),
             "optax": None,  # optax has no Jensen-Shannon divergence
             "jnp": _jnp_js,
         },
-        "ce_labels": {
+    ),
+    "ce_labels": Kernel(
+        "cross_entropy_loss (int labels)",
+        "ay",
+        (0,),
+        {
             "jaxkl": _jaxkl_ce_labels(),
-            "optax": lambda a, y: jnp.sum(
-                optax.losses.softmax_cross_entropy_with_integer_labels(a, y)
-            ),
+            "optax": lambda a, y: jnp.sum(optax.losses.softmax_cross_entropy_with_integer_labels(a, y)),
             "jnp": _jnp_ce_labels,
         },
-    }
-
-
-def float_argnums(kernel: str) -> tuple[int, ...]:
-    return tuple(i for i, kind in enumerate(INPUTS[kernel]) if kind != "labels")
+    ),
+    "distillation": Kernel(
+        f"distillation_loss (T={DISTILLATION_T:g})",
+        "ab",
+        (0,),  # the teacher is under stop_gradient: only the student is differentiated
+        {
+            "jaxkl": lambda s, t: jaxkl.distillation_loss(s, t, temperature=DISTILLATION_T),
+            "optax": _optax_distillation,
+            "jnp": _jnp_distillation,
+        },
+    ),
+    "consistency": Kernel(
+        f"consistency_loss (T={CONSISTENCY_T:g}, threshold {CONSISTENCY_THRESHOLD:g})",
+        "ab",
+        (0,),
+        {
+            "jaxkl": lambda x, t: jaxkl.consistency_loss(
+                x, t, temperature=CONSISTENCY_T, confidence_threshold=CONSISTENCY_THRESHOLD
+            ),
+            "optax": None,  # optax has no consistency loss; its KL is the distillation peer's
+            "jnp": _jnp_consistency,
+        },
+    ),
+    "fused_ce": Kernel(
+        "fused_linear_cross_entropy",
+        "hwy",
+        (0, 1),
+        {
+            # Positional: the keyword names of the head arguments are not settled.
+            "jaxkl": lambda h, w, y: jaxkl.fused_linear_cross_entropy(h, w, y),
+            "optax": lambda h, w, y: jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(h @ w, y)),
+            "jnp": _jnp_fused_ce,
+        },
+    ),
+}
+KERNELS = tuple(TABLE)
 
 
 def forward_and_backward(kernel: str, fn: Callable) -> tuple[Callable, Callable]:
-    """``(forward, forward+backward)``: the value, and the gradient wrt every float input."""
-    return fn, jax.grad(fn, argnums=float_argnums(kernel))
+    """``(forward, forward+backward)``: the value, and the gradient wrt the kernel's ``grad`` inputs."""
+    return fn, jax.grad(fn, argnums=TABLE[kernel].grad)
 
 
 # ---------------------------------------------------------------------- floors
@@ -133,17 +217,18 @@ def floor_functions(kernel: str) -> dict[str, Callable]:
     * ``read``: read every input once (a sum of each).
     * ``exp``: ``sum(exp(x))`` over every logits element, plus reading the
       other inputs once: the exponentials any softmax-based kernel must take.
+      Only for kernels with logits inputs (a fused head's floor is its matmuls).
     """
-    kinds = INPUTS[kernel]
+    names = TABLE[kernel].inputs
 
     def read(*xs):
         return sum(jnp.sum(x.astype(jnp.float32)) for x in xs)
 
     def exp(*xs):
         total = jnp.float32(0)
-        for kind, x in zip(kinds, xs):
+        for name, x in zip(names, xs):
             x = x.astype(jnp.float32)
-            total = total + (_sum_of_exp(x) if kind == "logits" else jnp.sum(x))
+            total = total + (_sum_of_exp(x) if name in LOGITS else jnp.sum(x))
         return total
 
-    return {"read": read, "exp": exp}
+    return {"read": read, "exp": exp} if set(names) & set(LOGITS) else {"read": read}

@@ -61,13 +61,13 @@ def count_passes(hlo_text: str, rows: int, classes: int, n_inputs: int) -> dict:
 
 def profile(rows: int, classes: int, dtype: str = "float32", kernels=jax_impls.KERNELS, dump: Path | None = None) -> list[dict]:
     arrays = {k: jax.numpy.asarray(v) for k, v in harness.host_inputs(rows, classes, dtype).items()}
-    table = jax_impls.implementations()
     out = []
     for kernel in kernels:
         args = harness.kernel_args(kernel, arrays)
-        n_inputs = sum(kind != "labels" for kind in jax_impls.INPUTS[kernel])
+        # Passes are counted in rows x classes arrays; a fused head has none as input.
+        n_inputs = max(1, sum(name in jax_impls.FULL_SIZE for name in jax_impls.TABLE[kernel].inputs))
         programs = {f"{name}-floor": fn for name, fn in jax_impls.floor_functions(kernel).items()}
-        for impl, fn in table[kernel].items():
+        for impl, fn in jax_impls.TABLE[kernel].impls.items():
             if fn is not None:
                 fwd, fb = jax_impls.forward_and_backward(kernel, fn)
                 programs[f"{impl}-fwd"], programs[f"{impl}-fwdbwd"] = fwd, fb
