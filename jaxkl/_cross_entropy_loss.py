@@ -83,7 +83,7 @@ def _value(static, normalizer, picked, wy, weight, gap, valid):
         value = value + z * zero_where_unused(wy, jnp.square(shift + log_sum))
     # An out-of-range label has a NaN weight: the example is NaN whatever the terms.
     value = jnp.where(jnp.isnan(wy), jnp.nan, value)
-    return jnp.where(valid, value, 0.0)
+    return value if valid is None else jnp.where(valid, value, 0.0)
 
 
 def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
@@ -110,16 +110,18 @@ def _ce_tangent_from(static, p, lse, arrays, tangents):
         factor = factor + b * row_sum(weight, 0, axis_name)
     if z:
         factor = factor + 2.0 * z * wy_ * lse
-    # P_c * factor is 0 where P_c is 0 (a -inf logit), even if factor is infinite.
-    coef = zero_where_unused(p, factor)
+    # P_c * factor is 0 where P_c is 0 (a -inf logit), even where the z-loss
+    # makes factor infinite (an all -inf row); without z-loss it is finite.
+    coef = zero_where_unused(p, factor) if z else p * factor
     if b:
         coef = coef - b * _along(weight, p.ndim, axis)
     if a:
         # The label's term, from dx: the tangent of `picked` (which is dx at the
         # label) is not used, so reverse mode never transposes the gather.
         coef = coef - jnp.where(_label_mask(idx, p.shape, axis), a * wy_, 0.0)
-    # Ignored and masked examples get exactly zero gradient, even from NaN logits.
-    coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
+    if valid is not None:
+        # Ignored and masked examples get exactly zero gradient, even from NaN logits.
+        coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
     return with_tangent(coef, tangents[0], axis, axis_name)
 
 
@@ -246,12 +248,18 @@ def per_example(
 
     in_range = (labels >= 0) & (labels < num_classes)
     idx, wy = _label_weights(labels, weight, uniform, in_range, num_classes, axis_name)
-    valid = ~_matches(labels, ignore_index)
+    # None when every example counts: the kernel then spends no select on it.
+    valid = None
+    if ignore_index is not None:
+        valid = ~_matches(labels, ignore_index)
     if where is not None:
-        valid = valid & jnp.broadcast_to(where, labels.shape)
+        where = jnp.broadcast_to(where, labels.shape)
+        valid = where if valid is None else valid & where
     static = (axis, 1.0 - eps, eps / num_classes if num_classes else 0.0, z, axis_name)
     picked = _label_logits(x, idx, axis, axis_name) if local_classes else jnp.zeros(labels.shape, x.dtype)
     values = _cross_entropy(static, x, picked, idx, wy, weight, valid)
+    if valid is None:
+        valid = jnp.ones(labels.shape, bool)
     return values, valid, wy, x.dtype
 
 
