@@ -133,6 +133,6 @@ def fused_linear_distillation_loss(
         labels = validate_labels(labels, n)
     reduction = _validate.reduction(reduction)
     where = _validate.mask(where, (n,))
-    static = (_distillation_rows, params, _chunk_size(chunk_size, n, v))
+    static = (_distillation_rows, params, _chunk_size(chunk_size, n, v, hidden.shape[1]))
     loss = head_loss(static, hidden, weight, None, (t_hidden, labels), t_weight, reduction, where)
     return loss.astype(hidden.dtype)
