@@ -32,6 +32,7 @@ from ._rowwise import (
     prepare_logits,
     prepare_probs,
     row_kernel,
+    row_shift,
     shifted_exponentials,
     row_sum,
     with_tangent,
@@ -69,13 +70,32 @@ def _temperature_scale(temperature, a, b):
 # --------------------------------------------------------------------- entropy
 
 
+def _normalised_mean(e, values, axis, axis_name):
+    """``(log sum e, sum(e * values) / sum(e))`` from unnormalised weights ``e``.
+
+    The forwards below take each distribution's exponentials once and use
+    them both for its normaliser and as its weights, where ``sum(P * f)``
+    would take them a second time (XLA:CPU keeps ``e`` of a row block in
+    cache). ``e * values`` is 0 where ``e`` is 0, and an empty row's mean is 0.
+    """
+    total = row_sum(e, axis, axis_name, keepdims=True)
+    weighted = row_sum(zero_where_unused(e, values), axis, axis_name)
+    return jnp.log(total), weighted / jnp.squeeze(jnp.where(total == 0, 1.0, total), axis)
+
+
+def _finite(log_sum):
+    """A row's log-sum with -inf (an empty row) as 0, for sums that then cancel."""
+    return jnp.where(log_sum == -jnp.inf, 0.0, log_sum)
+
+
 def _entropy_forward(static, x, where):
     axis, scale, axis_name = static
     z = prepare_logits(x, where, scale)
-    norm = log_normalizer(z, axis, axis_name)
-    logp = log_probs(z, norm)
-    h = row_sum(zero_where_unused(jnp.exp(logp), -logp), axis, axis_name)
-    return clip_value(h, 0.0, None).astype(x.dtype), (norm, h)
+    shift = row_shift(z, axis, axis_name)
+    # H = log sum exp(z - shift) - E_P[z - shift].
+    log_sum, mean = _normalised_mean(jnp.exp(z - shift), z - shift, axis, axis_name)
+    h = jnp.squeeze(_finite(log_sum), axis) - mean
+    return clip_value(h, 0.0, None).astype(x.dtype), ((shift, log_sum), h)
 
 
 def _entropy_tangent(static, arrays, stats, tangents):
@@ -249,10 +269,19 @@ def _kl_log_probs(static, a, b, where, stats=None):
 
 
 def _kl_forward(static, a, b, where):
-    axis, _, axis_name = static
-    logp, logq, (norm_a, norm_b) = _kl_log_probs(static, a, b, where)
-    k = row_sum(zero_where_unused(jnp.exp(logp), logp - logq), axis, axis_name)
-    return clip_value(k, 0.0, None).astype(a.dtype), (norm_a, norm_b, k)
+    axis, scale, axis_name = static
+    za = prepare_logits(a, where, scale)
+    zb = prepare_logits(b, where, scale)
+    norm_b = log_normalizer(zb, axis, axis_name)
+    shift_a = row_shift(za, axis, axis_name)
+    # KL = E_P[(za - shift_a) - (zb - shift_b)] - log_sum_a + log_sum_b: the
+    # differences stay exact in the shifts (identical inputs give exactly 0).
+    gap = (za - shift_a) - (zb - norm_b[0])
+    log_sum_a, mean = _normalised_mean(jnp.exp(za - shift_a), gap, axis, axis_name)
+    k = mean - jnp.squeeze(_finite(log_sum_a) - _finite(norm_b[1]), axis)
+    # An empty P (all -inf or masked) has KL 0.
+    k = jnp.where(jnp.squeeze(log_sum_a, axis) == -jnp.inf, 0.0, k)
+    return clip_value(k, 0.0, None).astype(a.dtype), ((shift_a, log_sum_a), norm_b, k)
 
 
 def _kl_tangent(static, arrays, stats, tangents):
