@@ -1,9 +1,9 @@
-"""The fitter: optax on unconstrained parameters, one ``lax.scan`` per chunk under ``jit``.
+"""The fitter: optax on unconstrained parameters, one `lax.scan` per chunk under `jit`.
 
-All starts (the leading batch dimensions of ``init``) are flattened to one
-axis and advanced together with ``vmap``; each start has its own optimiser
+All starts (the leading batch dimensions of `init`) are flattened to one
+axis and advanced together with `vmap`; each start has its own optimiser
 state, its own convergence flag and its own failure flag. A start that
-converges (``|loss_t - loss_{t-1}| < tol``) or whose loss or gradient is not
+converges (`|loss_t - loss_{t-1}| < tol`) or whose loss or gradient is not
 finite is frozen in place while the others continue. The scan runs in chunks
 of equal length (the last one padded with frozen steps, so there is one
 compilation) and control returns to Python between chunks to report progress
@@ -35,23 +35,23 @@ _DEFAULT_OPTIMIZER = optax.adam(0.05)
 
 @dataclasses.dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` returns.
+    """What [jaxkl.fit.fit][] returns.
 
     Attributes:
-      dist: the fitted distribution(s), same type and batch shape as ``init``.
-      losses: ``[T, *starts]`` loss history; ``losses[t]`` is the loss at the
-        parameters before update ``t``. A start that stopped early repeats its
+      dist: the fitted distribution(s), same type and batch shape as `init`.
+      losses: `[T, *starts]` loss history; `losses[t]` is the loss at the
+        parameters before update `t`. A start that stopped early repeats its
         last loss.
-      steps: ``[*starts]`` number of updates applied to each start.
-      converged: ``[*starts]`` whether the ``tol`` criterion was met (all
-        ``False`` when ``tol`` is None).
-      failed: ``[*starts]`` whether the loss or gradient became NaN/inf (only
-        reachable with ``on_nan="warn"``; ``"raise"`` raises instead).
-      failed_step: ``[*starts]`` the step at which it did, ``-1`` otherwise.
+      steps: `[*starts]` number of updates applied to each start.
+      converged: `[*starts]` whether the `tol` criterion was met (all
+        `False` when `tol` is None).
+      failed: `[*starts]` whether the loss or gradient became NaN/inf (only
+        reachable with `on_nan="warn"`; `"raise"` raises instead).
+      failed_step: `[*starts]` the step at which it did, `-1` otherwise.
       objective: the objective that was minimised.
-      estimator: the estimator that was used (``"auto"`` resolved).
+      estimator: the estimator that was used (`"auto"` resolved).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from jaxkl.distributions import Normal
       >>> from jaxkl.fit import fit
@@ -60,7 +60,7 @@ class FitResult:
       ([10, 10, 10], [False, False, False], 'analytic')
 
     References:
-      See :func:`fit`.
+      See [jaxkl.fit.fit][].
     """
 
     dist: Distribution
@@ -74,7 +74,7 @@ class FitResult:
 
 
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
-    """Per start, ``new`` where ``mask`` else ``old`` (leaves lead with the start axis)."""
+    """Per start, `new` where `mask` else `old` (leaves lead with the start axis)."""
 
     def pick(a, b):
         m = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a.shape)
@@ -114,10 +114,10 @@ def _init_state(optimizer, free):
 
 @functools.partial(jax.jit, static_argnames=("spec", "optimizer", "length", "use_tol"))
 def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, length, use_tol):
-    """``length`` steps of the fit for every start, as one ``lax.scan``.
+    """`length` steps of the fit for every start, as one `lax.scan`.
 
-    Everything that changes the program is static (``spec``, the optimizer,
-    the chunk length); the target's arrays, the grid, ``steps`` and ``tol`` are
+    Everything that changes the program is static (`spec`, the optimizer,
+    the chunk length); the target's arrays, the grid, `steps` and `tol` are
     traced, so fitting new data of the same shapes reuses the compilation.
     """
     loss_fn = make_loss(spec)
@@ -224,64 +224,64 @@ def fit(
     progress: bool = True,
     on_nan: str = "raise",
 ) -> FitResult:
-    r"""Fit the parameters of ``init`` to ``target`` by minimising a divergence with optax.
+    r"""Fit the parameters of `init` to `target` by minimising a divergence with optax.
 
-    Objectives (``P`` the target, ``Q`` the fitted distribution):
+    Objectives (`P` the target, `Q` the fitted distribution):
 
-    * ``"forward_kl"``: :math:`\mathrm{KL}(P\|Q) = \mathbb E_P[\log P - \log Q]`
+    * `"forward_kl"`: $\mathrm{KL}(P\|Q) = \mathbb E_P[\log P - \log Q]$
       -- mass-covering; on samples it is maximum likelihood (the loss is then the
-      negative log-likelihood, i.e. the KL plus the unknown entropy of ``P``);
-    * ``"reverse_kl"``: :math:`\mathrm{KL}(Q\|P)` -- mode-seeking; with an
+      negative log-likelihood, i.e. the KL plus the unknown entropy of `P`);
+    * `"reverse_kl"`: $\mathrm{KL}(Q\|P)$ -- mode-seeking; with an
       unnormalised log-density it is variational inference (the loss is the
-      negative ELBO, i.e. the KL minus :math:`\log Z`);
-    * ``"js"``: :math:`\tfrac12\mathrm{KL}(P\|M) + \tfrac12\mathrm{KL}(Q\|M)`, :math:`M = \tfrac{P+Q}2`;
-    * ``"mse"``, ``"l1"``, ``"cosine"``: :math:`\sum_i (p_i-q_i)^2`, :math:`\sum_i |p_i-q_i|`
-      and :math:`1 - p\cdot q/(\|p\|\|q\|)` between the masses :math:`p_i, q_i` that the
+      negative ELBO, i.e. the KL minus $\log Z$);
+    * `"js"`: $\tfrac12\mathrm{KL}(P\|M) + \tfrac12\mathrm{KL}(Q\|M)$, $M = \tfrac{P+Q}2$;
+    * `"mse"`, `"l1"`, `"cosine"`: $\sum_i (p_i-q_i)^2$, $\sum_i |p_i-q_i|$
+      and $1 - p\cdot q/(\|p\|\|q\|)$ between the masses $p_i, q_i$ that the
       two densities put on the grid points (normalised on the grid) -- baselines for
       comparison studies.
 
-    Estimators: ``"analytic"`` (a registered closed form), ``"grid"``
-    (densities on ``grid`` normalised there in log space, then the core logits
-    kernels), ``"mc"`` (``num_samples`` reparameterised draws of ``Q``, or
-    draws of ``P`` for the forward direction) and ``"auto"``: analytic if
-    registered, else grid if ``grid`` is given, else Monte Carlo.
+    Estimators: `"analytic"` (a registered closed form), `"grid"`
+    (densities on `grid` normalised there in log space, then the core logits
+    kernels), `"mc"` (`num_samples` reparameterised draws of `Q`, or
+    draws of `P` for the forward direction) and `"auto"`: analytic if
+    registered, else grid if `grid` is given, else Monte Carlo.
 
     Parameters are optimised in an unconstrained space (softplus for scales
     and rates, a Cholesky factor with a softplus diagonal for covariances). The
-    loop is a ``jax.lax.scan`` under ``jit``, run in equal chunks so that
-    progress can be reported between them; with ``progress=False`` and
-    ``tol=None`` the whole fit is one jitted call. Leading batch dimensions of
-    ``init`` beyond the target's batch shape are independent starts, fitted
-    together with ``vmap``.
+    loop is a `jax.lax.scan` under `jit`, run in equal chunks so that
+    progress can be reported between them; with `progress=False` and
+    `tol=None` the whole fit is one jitted call. Leading batch dimensions of
+    `init` beyond the target's batch shape are independent starts, fitted
+    together with `vmap`.
 
     Args:
-      target: a :class:`jaxkl.distributions.Distribution`; a callable mapping one
-        point (shape ``event_shape``) to its unnormalised log density; or an
-        array of samples ``[n, *event_shape]``.
+      target: a [jaxkl.distributions.Distribution][]; a callable mapping one
+        point (shape `event_shape`) to its unnormalised log density; or an
+        array of samples `[n, *event_shape]`.
       init: the starting distribution; its type is the fitted family. Shape
-        ``[*starts, *target_batch]``.
+        `[*starts, *target_batch]`.
       objective: one of the above.
-      estimator: ``"auto"``, ``"analytic"``, ``"grid"`` or ``"mc"``.
-      optimizer: an optax transformation; default ``optax.adam(0.05)``.
+      estimator: `"auto"`, `"analytic"`, `"grid"` or `"mc"`.
+      optimizer: an optax transformation; default `optax.adam(0.05)`.
       steps: maximum number of updates.
-      key: PRNG key for Monte Carlo estimators; default ``jax.random.key(0)``.
+      key: PRNG key for Monte Carlo estimators; default `jax.random.key(0)`.
       num_samples: draws per step for Monte Carlo estimators.
-      grid: ``[n, *event_shape]`` points of a regular grid covering both densities.
-      tol: stop a start once its loss changes by less than ``tol`` in one step.
+      grid: `[n, *event_shape]` points of a regular grid covering both densities.
+      tol: stop a start once its loss changes by less than `tol` in one step.
       progress: show a progress bar (rich if installed, else a line on stderr).
-      on_nan: ``"raise"`` (default) raises ``FloatingPointError`` naming the step
-        and start where the loss or gradient stopped being finite; ``"warn"``
-        freezes that start, warns, and marks it in ``FitResult.failed``.
+      on_nan: `"raise"` (default) raises `FloatingPointError` naming the step
+        and start where the loss or gradient stopped being finite; `"warn"`
+        freezes that start, warns, and marks it in `FitResult.failed`.
 
     Returns:
-      A :class:`FitResult`.
+      A [jaxkl.fit.FitResult][].
 
     Raises:
       ValueError: an unknown objective/estimator, a combination the target
         cannot support, or shapes that do not match.
-      FloatingPointError: a NaN/inf loss or gradient with ``on_nan="raise"``.
+      FloatingPointError: a NaN/inf loss or gradient with `on_nan="raise"`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, numpy as np
       >>> from jaxkl.distributions import Normal
       >>> from jaxkl.fit import fit

@@ -1,4 +1,4 @@
-"""Objectives and estimators: the loss ``L(q)`` the fitter minimises for one start.
+"""Objectives and estimators: the loss `L(q)` the fitter minimises for one start.
 
 A target is one of three things: a jaxkl distribution, an unnormalised
 log-density callable (one point in, a scalar out), or an array of samples.
@@ -7,11 +7,11 @@ dimensions are summed).
 
 Estimators:
 
-* ``analytic`` -- a registered closed form (:func:`jaxkl.distributions.kl_divergence`);
-* ``grid`` -- both densities evaluated on a user grid, normalised on it in log
-  space (``softmax`` of the log-densities: equal-weight quadrature on a regular
+* `analytic` -- a registered closed form ([jaxkl.distributions.kl_divergence][]);
+* `grid` -- both densities evaluated on a user grid, normalised on it in log
+  space (`softmax` of the log-densities: equal-weight quadrature on a regular
   grid) and compared with the core logits kernels;
-* ``mc`` -- Monte Carlo: reparameterised samples of ``q`` for the reverse
+* `mc` -- Monte Carlo: reparameterised samples of `q` for the reverse
   direction, samples of the target (or the given samples) for the forward one.
 """
 
@@ -53,13 +53,13 @@ class Target:
             self.batch_shape, self.event_shape = (), tuple(samples.shape[1:])
 
     def log_prob(self, x: jax.Array, event_ndims: int) -> jax.Array:
-        """Log density at ``x = [n, ..., *event]`` (unnormalised for a callable)."""
+        """Log density at `x = [n, ..., *event]` (unnormalised for a callable)."""
         if self.kind == "samples":
             raise ValueError("a target given as samples has no density")
         return _target_log_prob(self.kind, self.value, x, event_ndims)
 
     def spec(self, objective: str, estimator: str, num_samples: int) -> tuple:
-        """The hashable description :func:`make_loss` builds the loss from."""
+        """The hashable description `make_loss` builds the loss from."""
         n = int(num_samples)
         if n < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
@@ -132,7 +132,7 @@ def _sum(values: jax.Array) -> jax.Array:
 
 
 def _target_log_prob(kind: str, value: Any, x: jax.Array, event_ndims: int) -> jax.Array:
-    """Log density of the target at ``x = [n, ..., *event]`` (unnormalised for a callable)."""
+    """Log density of the target at `x = [n, ..., *event]` (unnormalised for a callable)."""
     if kind == "distribution":
         return value.log_prob(x)
     fn = value
@@ -142,7 +142,7 @@ def _target_log_prob(kind: str, value: Any, x: jax.Array, event_ndims: int) -> j
 
 
 def _grid_logits(kind: str, value: Any, q: Distribution, grid: jax.Array):
-    """Log densities on the grid with the grid axis last: ``[*batch, n]`` each."""
+    """Log densities on the grid with the grid axis last: `[*batch, n]` each."""
     event_ndims = len(q.event_shape)
     n = grid.shape[0]
     points = grid.reshape((n,) + (1,) * len(q.batch_shape) + tuple(q.event_shape))
@@ -171,12 +171,12 @@ def _grid_loss(objective: str, p_logits: jax.Array, q_logits: jax.Array) -> jax.
 
 
 def make_loss(spec: tuple) -> Callable[..., jax.Array]:
-    """``loss(q, key, target, grid) -> scalar`` for one start.
+    """`loss(q, key, target, grid) -> scalar` for one start.
 
-    ``spec = (kind, objective, estimator, num_samples, log_density)`` is
+    `spec = (kind, objective, estimator, num_samples, log_density)` is
     hashable (it is a static argument of the compiled loop); the target's
-    arrays (a distribution or samples) and the grid are passed as ``target`` and
-    ``grid`` so that a second fit with new values reuses the compilation.
+    arrays (a distribution or samples) and the grid are passed as `target` and
+    `grid` so that a second fit with new values reuses the compilation.
     """
     kind, objective, estimator, n, log_density = spec
 
