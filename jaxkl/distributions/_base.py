@@ -107,7 +107,6 @@ class Distribution:
     """
 
     _params: ClassVar[tuple[tuple[str, int, str], ...]] = ()
-    _event_ndims: ClassVar[int] = 0
     reparameterized: ClassVar[bool] = True
     """Whether `sample` is differentiable in the parameters (reparameterised)."""
 

@@ -50,7 +50,6 @@ class MultivariateNormalDiag(_VectorEvent):
     """
 
     _params = (("loc", 1, REAL), ("scale_diag", 1, POSITIVE))
-    _event_ndims = 1
 
     def __init__(self, loc: Any, scale_diag: Any):
         self._set_params(loc=loc, scale_diag=scale_diag)
@@ -121,7 +120,6 @@ class MultivariateNormalTriL(_VectorEvent):
     """
 
     _params = (("loc", 1, REAL), ("scale_tril", 2, LOWER_CHOLESKY))
-    _event_ndims = 1
 
     def __init__(self, loc: Any, scale_tril: Any):
         self._set_params(loc=loc, scale_tril=scale_tril)
@@ -198,7 +196,6 @@ class Dirichlet(_VectorEvent):
     """
 
     _params = (("concentration", 1, POSITIVE),)
-    _event_ndims = 1
 
     def __init__(self, concentration: Any):
         self._set_params(concentration=concentration)

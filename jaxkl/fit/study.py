@@ -28,8 +28,7 @@ import optax
 
 from ..distributions import MixtureSameFamily, Normal
 from ._fit import FitResult, fit
-
-OBJECTIVES = ("forward_kl", "reverse_kl", "js", "mse", "l1", "cosine")
+from ._objectives import OBJECTIVES
 STARTS = (0.0, 8.0)
 MOMENT_MATCH = (5.0, math.sqrt(26.0))
 
