@@ -12,11 +12,12 @@ and stop early.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,19 @@ class FitResult:
     estimator: str
 
 
+class _Carry(NamedTuple):
+    """The state `lax.scan` carries from step to step; all but `key` lead with the start axis."""
+
+    free: Any  # unconstrained parameters
+    opt_state: Any  # the optimiser's state
+    key: jax.Array  # PRNG key for Monte Carlo estimators (one, shared by all starts)
+    last_loss: jax.Array  # the latest finite loss (inf before the first step)
+    active: jax.Array  # still updating: neither converged, failed nor done
+    converged: jax.Array  # met the `tol` criterion
+    failed_step: jax.Array  # the step whose loss or gradient was not finite, -1 if none
+    steps_taken: jax.Array  # updates applied
+
+
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
     """Per start, `new` where `mask` else `old` (leaves lead with the start axis)."""
 
@@ -91,20 +105,10 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def _optax_promotion():
     """optax mixes Python floats and int32 counters: let it, even under strict promotion."""
-    return _Both(jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"))
-
-
-class _Both:
-    def __init__(self, a, b):
-        self.a, self.b = a, b
-
-    def __enter__(self):
-        self.a.__enter__()
-        self.b.__enter__()
-
-    def __exit__(self, *exc):
-        self.b.__exit__(*exc)
-        return self.a.__exit__(*exc)
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.numpy_dtype_promotion("standard"))
+    stack.enter_context(jax.numpy_rank_promotion("allow"))
+    return stack
 
 
 def _init_state(optimizer, free):
@@ -121,7 +125,7 @@ def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, lengt
     traced, so fitting new data of the same shapes reuses the compilation.
     """
     loss_fn = make_loss(spec)
-    stochastic = spec[2] == "mc"
+    stochastic = spec.estimator == "mc"
 
     def loss_of(free, key):
         return loss_fn(constrain(free), key, target, grid)
@@ -129,7 +133,7 @@ def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, lengt
     value_and_grad = jax.vmap(jax.value_and_grad(loss_of))
     update = jax.vmap(optimizer.update)
 
-    def step(carry, t):
+    def step(carry: _Carry, t):
         free, opt_state, key, last, active, converged, failed_step, count = carry
         if stochastic:
             key, sub = jax.random.split(key)
@@ -154,7 +158,7 @@ def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, lengt
         record = jnp.where(ok, loss, last)
         last = jnp.where(ok, loss, last)
         count = count + ok.astype(count.dtype)
-        carry = (free, opt_state, key, last, active, converged, failed_step, count)
+        carry = _Carry(free, opt_state, key, last, active, converged, failed_step, count)
         return carry, record
 
     return jax.lax.scan(step, carry, start + jnp.arange(length, dtype=jnp.int32))
@@ -165,15 +169,15 @@ def _initial_carry(init, key, optimizer, starts):
     """Everything the scan carries, built in one compiled call (not dozens of eager ops)."""
     n_starts, lead = math.prod(starts), len(starts)
     free = jax.tree.map(lambda x: x.reshape((n_starts,) + x.shape[lead:]), unconstrain(init))
-    return (
-        free,
-        _init_state(optimizer, free),
-        key,
-        jnp.full((n_starts,), jnp.inf, init.dtype),
-        jnp.ones((n_starts,), bool),
-        jnp.zeros((n_starts,), bool),
-        jnp.full((n_starts,), -1, jnp.int32),
-        jnp.zeros((n_starts,), jnp.int32),
+    return _Carry(
+        free=free,
+        opt_state=_init_state(optimizer, free),
+        key=key,
+        last_loss=jnp.full((n_starts,), jnp.inf, init.dtype),
+        active=jnp.ones((n_starts,), bool),
+        converged=jnp.zeros((n_starts,), bool),
+        failed_step=jnp.full((n_starts,), -1, jnp.int32),
+        steps_taken=jnp.zeros((n_starts,), jnp.int32),
     )
 
 
@@ -340,16 +344,16 @@ def fit(
             carry, losses = _fit_chunk(carry, jnp.asarray(done, jnp.int32), **arguments)
             done = min(done + length, steps)
             history.append(np.asarray(losses))
-            active, failed_step = np.asarray(carry[4]), np.asarray(carry[6])
-            bar.update(done, float(np.nanmin(np.asarray(carry[3]))))
+            active, failed_step = np.asarray(carry.active), np.asarray(carry.failed_step)
+            bar.update(done, float(np.nanmin(np.asarray(carry.last_loss))))
             if (on_nan == "raise" and (failed_step >= 0).any()) or not active.any():
                 break
     finally:
         bar.close()
 
     losses = np.concatenate(history)[:done]
-    count = np.asarray(carry[7])
-    failed_step = np.asarray(carry[6])
+    count = np.asarray(carry.steps_taken)
+    failed_step = np.asarray(carry.failed_step)
     failed = failed_step >= 0
     if failed.any():
         index = int(np.argmax(failed))
@@ -365,12 +369,12 @@ def fit(
             raise FloatingPointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    fitted = _final_dist(carry[0], starts)
+    fitted = _final_dist(carry.free, starts)
     return FitResult(
         dist=fitted,
         losses=losses.reshape((losses.shape[0],) + starts),
         steps=count.reshape(starts),
-        converged=np.asarray(carry[5]).reshape(starts),
+        converged=np.asarray(carry.converged).reshape(starts),
         failed=failed.reshape(starts),
         failed_step=failed_step.reshape(starts),
         objective=objective,
