@@ -1,9 +1,9 @@
-"""Opt-in value checks through :mod:`jax.experimental.checkify`.
+"""Opt-in value checks through `jax.experimental.checkify`.
 
 A traced value cannot raise, so kernels never inspect values on their own;
-with ``check=True`` they add ``checkify.check`` calls instead. Run the
-function under ``checkify.checkify`` (any ``jit`` inside or outside) and call
-``err.throw()``; eagerly, a failed check raises at once. Without ``check=True``
+with `check=True` they add `checkify.check` calls instead. Run the
+function under `checkify.checkify` (any `jit` inside or outside) and call
+`err.throw()`; eagerly, a failed check raises at once. Without `check=True`
 invalid values are not clipped or repaired: they give NaN (negative
 probabilities) or a value that is not a divergence (rows not summing to 1).
 """
@@ -23,7 +23,7 @@ def row_sum_tolerance(dtype) -> float:
 
 
 def probabilities(p: jax.Array, name: str, axis: int, where: jax.Array | None) -> None:
-    """Check that ``p`` is non-negative and each (unmasked, non-empty) row sums to 1."""
+    """Check that `p` is non-negative and each (unmasked, non-empty) row sums to 1."""
     tol = row_sum_tolerance(p.dtype)
     p = p.astype(compute_dtype(p.dtype))
     if where is not None:
@@ -47,7 +47,7 @@ def probabilities(p: jax.Array, name: str, axis: int, where: jax.Array | None) -
 
 
 def labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> None:
-    """Check that every label is a class index in ``[0, num_classes)`` or ``ignore_index``."""
+    """Check that every label is a class index in `[0, num_classes)` or `ignore_index`."""
     if labels.size == 0:
         return
     ok = (labels >= 0) & (labels < num_classes)

@@ -1,17 +1,17 @@
-"""Cross-entropy with integer labels: ``torch.nn.functional.cross_entropy`` semantics.
+"""Cross-entropy with integer labels: `torch.nn.functional.cross_entropy` semantics.
 
-With ``P = softmax(x)``, label ``y``, class weights ``w`` (``W = sum w``),
-``a = 1 - eps``, ``b = eps / K`` and ``z`` the z-loss coefficient, the
+With `P = softmax(x)`, label `y`, class weights `w` (`W = sum w`),
+`a = 1 - eps`, `b = eps / K` and `z` the z-loss coefficient, the
 per-example value and its derivative are
 
     l  = a w_y (-log P_y) + b sum_c w_c (-log P_c) + z w_y lse(x)^2
     dl/dx_c = P_c (a w_y + b W + 2 z w_y lse(x)) - a w_y [c = y] - b w_c
 
-The label's logit ``x_y`` is gathered once per row (O(rows)) outside the row
+The label's logit `x_y` is gathered once per row (O(rows)) outside the row
 kernel, so the kernel's per-class work is the log-normaliser alone, plus one
-weighted row sum when ``label_smoothing`` is on. ``-log P_y`` is formed as
-``(max - x_y) + log sum exp(x - max)``, exact in the shift. The rule takes the
-label's ``-a w_y`` from ``dx`` through a compare fused into its sweep and
+weighted row sum when `label_smoothing` is on. `-log P_y` is formed as
+`(max - x_y) + log sum exp(x - max)`, exact in the shift. The rule takes the
+label's `-a w_y` from `dx` through a compare fused into its sweep and
 leaves the gathered logit's tangent unused, so reverse mode never transposes
 the gather (a scatter, which XLA:CPU runs into a rows x classes float32
 buffer for 16-bit logits); differentiating the rule itself (higher order)
@@ -20,14 +20,14 @@ still sees the value's dependence on the gathered logit.
 How the derivative is computed depends on the backend, by measurement:
 
 * Accelerators (the default branch): the rematerialised rule of
-  :func:`jaxkl._rowwise.row_kernel`; reverse mode saves O(rows).
-* CPU: the exponentials ``exp(x - max)`` are computed once, unblocked, and
-  the gradient is formed from them in place. Under one ``jit`` XLA:CPU writes
+  `jaxkl._rowwise.row_kernel`; reverse mode saves O(rows).
+* CPU: the exponentials `exp(x - max)` are computed once, unblocked, and
+  the gradient is formed from them in place. Under one `jit` XLA:CPU writes
   them into the gradient's own buffer, so the compiled temporaries stay
-  O(rows) (as for plain autodiff of ``logsumexp(x) - x_y``), and the
-  exponentials are not taken a second time: ``python -m bench --sweep``
+  O(rows) (as for plain autodiff of `logsumexp(x) - x_y`), and the
+  exponentials are not taken a second time: `python -m bench --sweep`
   (jax 0.10.1, 2 cores) measured the rematerialised rule at 0.3-0.7x the
-  speed of plain ``jnp`` autodiff for value and gradient, this one at par
+  speed of plain `jnp` autodiff for value and gradient, this one at par
   or better.
 """
 
@@ -54,21 +54,21 @@ from ._rowwise import (
 
 
 def _along(v: jax.Array, ndim: int, axis: int) -> jax.Array:
-    """A length-K vector shaped to broadcast along ``axis`` of a rank-``ndim`` array."""
+    """A length-K vector shaped to broadcast along `axis` of a rank-`ndim` array."""
     shape = [1] * ndim
     shape[axis] = v.shape[0]
     return v.reshape(shape)
 
 
 def _weighted_gap(static, xs, shift, weight):
-    """``sum_c w_c (max - x_c)``: the smoothing term's per-class part, exact in the shift."""
+    """`sum_c w_c (max - x_c)`: the smoothing term's per-class part, exact in the shift."""
     axis, axis_name = static[0], static[-1]
     w = _along(weight, xs.ndim, axis)
     return row_sum(zero_where_unused(w, shift - xs), axis, axis_name)
 
 
 def _value(static, normalizer, picked, wy, weight, gap, valid):
-    """The per-example loss from the row's ``(shift, log_sum)`` and the label's logit."""
+    """The per-example loss from the row's `(shift, log_sum)` and the label's logit."""
     axis, a, b, z, axis_name = static
     shift, log_sum = (jnp.squeeze(v, axis) for v in normalizer)
     # An all -inf row has log_sum = -inf: -log P_c is then +inf (the logit is -inf), not NaN.
@@ -87,7 +87,7 @@ def _value(static, normalizer, picked, wy, weight, gap, valid):
 
 
 def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
-    """Boolean ``[..., K, ...]``: True at each row's label (fused into the sweep; never stored)."""
+    """Boolean `[..., K, ...]`: True at each row's label (fused into the sweep; never stored)."""
     return jax.lax.broadcasted_iota(idx.dtype, shape, axis) == jnp.expand_dims(idx, axis)
 
 
@@ -101,7 +101,7 @@ def _ce_forward(static, x, picked, idx, wy, weight, valid):
 
 
 def _ce_tangent_from(static, p, lse, arrays, tangents):
-    """``sum_c dl/dx_c dx_c`` given ``P`` and ``lse`` (keepdims)."""
+    """`sum_c dl/dx_c dx_c` given `P` and `lse` (keepdims)."""
     axis, a, b, z, axis_name = static
     _, _, idx, wy, weight, valid = arrays
     wy_ = jnp.expand_dims(wy, axis)
@@ -150,7 +150,7 @@ _cross_entropy = row_kernel(
 
 
 def _label_logits(x: jax.Array, idx: jax.Array, axis: int, axis_name: Any) -> jax.Array:
-    """``x`` at each row's label (a gather, O(rows)); sharded, from the device that holds it."""
+    """`x` at each row's label (a gather, O(rows)); sharded, from the device that holds it."""
     picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.maximum(idx, 0), axis), axis)
     picked = jnp.squeeze(picked, axis)
     if axis_name is None:
@@ -160,7 +160,7 @@ def _label_logits(x: jax.Array, idx: jax.Array, axis: int, axis_name: Any) -> ja
 
 
 def _matches(labels: jax.Array, value: int | None) -> jax.Array:
-    """``labels == value`` without overflowing a narrow integer dtype."""
+    """`labels == value` without overflowing a narrow integer dtype."""
     info = np.iinfo(labels.dtype)
     if value is None or not info.min <= value <= info.max:
         return jnp.zeros(labels.shape, bool)
@@ -168,12 +168,12 @@ def _matches(labels: jax.Array, value: int | None) -> jax.Array:
 
 
 def _label_weights(labels, weight, uniform, in_range, num_classes, axis_name):
-    """Class indices local to this shard and each example's weight ``w_y``.
+    """Class indices local to this shard and each example's weight `w_y`.
 
     Unsharded, the index is the label itself (0 for out-of-range labels, which
-    are NaN anyway). With ``axis_name`` this device holds the classes
-    ``[offset, offset + K_local)``: a label elsewhere gets index -1 (matching
-    no local class), and ``w_y`` is the ``psum`` of the one local lookup.
+    are NaN anyway). With `axis_name` this device holds the classes
+    `[offset, offset + K_local)`: a label elsewhere gets index -1 (matching
+    no local class), and `w_y` is the `psum` of the one local lookup.
     """
     # Valid labels fit in int32 (K < 2**31); out-of-range ones never index anything.
     idx = jnp.where(in_range, labels, jnp.zeros((), labels.dtype)).astype(jnp.int32)
@@ -207,7 +207,7 @@ def per_example(
     check: bool = False,
     axis_name: Any = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
-    """Validated per-example losses ``(values, valid, w_y, dtype)``, values in the compute dtype."""
+    """Validated per-example losses `(values, valid, w_y, dtype)`, values in the compute dtype."""
     x = _validate.float_array(logits, "logits")
     labels = _validate.integer_array(labels, "labels")
     axis = _validate.normalize_axis(axis, x.ndim)
@@ -277,71 +277,72 @@ def cross_entropy_loss(
     check: bool = False,
     axis_name: Any = None,
 ) -> jax.Array:
-    r"""Cross-entropy of logits against integer class labels, as ``torch.nn.functional.cross_entropy``.
+    r"""Cross-entropy of logits against integer class labels, as `torch.nn.functional.cross_entropy`.
 
-    Follows PyTorch's ``(input, target)`` order. With ``P = softmax(logits)``,
-    label ``y``, class weights ``w`` (all 1 by default), ``K`` classes and
-    ``eps = label_smoothing``, the per-example loss is
+    Follows PyTorch's `(input, target)` order. With `P = softmax(logits)`,
+    label `y`, class weights `w` (all 1 by default), `K` classes and
+    `eps = label_smoothing`, the per-example loss is
 
-    .. math::
-       \ell = (1 - \varepsilon)\, w_y\, (-\log P_y)
-            + \frac{\varepsilon}{K} \sum_c w_c\, (-\log P_c)
-            + z\, w_y \operatorname{logsumexp}(\text{logits})^2
+    $$
+    \ell = (1 - \varepsilon)\, w_y\, (-\log P_y)
+    + \frac{\varepsilon}{K} \sum_c w_c\, (-\log P_c)
+    + z\, w_y \operatorname{logsumexp}(\text{logits})^2
+    $$
 
-    i.e. PyTorch's label smoothing (target ``(1 - eps) onehot(y) + eps/K``,
-    each class weighted by its own ``w_c``) plus an optional z-loss (PaLM;
-    not in PyTorch; weighted by ``w_y`` like the main term). Reductions:
+    i.e. PyTorch's label smoothing (target `(1 - eps) onehot(y) + eps/K`,
+    each class weighted by its own `w_c`) plus an optional z-loss (PaLM;
+    not in PyTorch; weighted by `w_y` like the main term). Reductions:
 
-    * ``"none"``: per-example losses, 0 for ignored/masked examples;
-    * ``"sum"``: their sum;
-    * ``"mean"``: PyTorch's weighted mean ``sum(l) / sum(w_y)`` over examples
-      that are neither ignored nor masked (the plain mean without ``weight``);
+    * `"none"`: per-example losses, 0 for ignored/masked examples;
+    * `"sum"`: their sum;
+    * `"mean"`: PyTorch's weighted mean `sum(l) / sum(w_y)` over examples
+      that are neither ignored nor masked (the plain mean without `weight`);
       0, not NaN, when nothing remains (PyTorch gives NaN);
-    * ``"batchmean"``: the sum divided by ``labels.shape[0]``.
+    * `"batchmean"`: the sum divided by `labels.shape[0]`.
 
-    The row maximum is subtracted first: adding ``1e4`` or ``1e5`` to float32
-    logits changes neither value nor gradient. A ``-inf`` logit is a class with
+    The row maximum is subtracted first: adding `1e4` or `1e5` to float32
+    logits changes neither value nor gradient. A `-inf` logit is a class with
     probability 0 (finite, zero gradient unless it is the label, which gives
-    ``+inf``; with ``label_smoothing > 0`` the value is ``+inf`` but the
+    `+inf`; with `label_smoothing > 0` the value is `+inf` but the
     gradient stays finite). Reverse mode stores O(rows), not rows x classes.
 
-    **Sharded classes.** With ``axis_name`` (inside ``shard_map``, the class
-    axis of ``logits`` split over that mesh axis in order), ``logits`` is this
-    device's block of ``K_local`` classes, ``[i K_local, (i + 1) K_local)`` on
-    the device at ``lax.axis_index(axis_name) = i``, of
-    ``K = K_local * lax.axis_size(axis_name)`` in all. ``labels`` are *global*
-    class indices, the same on every device, and ``weight`` is this device's
-    *local* ``[K_local]`` slice of the class weights (shard it like the class
-    axis, e.g. ``in_specs=P(axis_name)``).
-    Row statistics and ``w_y`` are combined with ``lax.pmax``/``lax.psum``;
+    **Sharded classes.** With `axis_name` (inside `shard_map`, the class
+    axis of `logits` split over that mesh axis in order), `logits` is this
+    device's block of `K_local` classes, `[i K_local, (i + 1) K_local)` on
+    the device at `lax.axis_index(axis_name) = i`, of
+    `K = K_local * lax.axis_size(axis_name)` in all. `labels` are *global*
+    class indices, the same on every device, and `weight` is this device's
+    *local* `[K_local]` slice of the class weights (shard it like the class
+    axis, e.g. `in_specs=P(axis_name)`).
+    Row statistics and `w_y` are combined with `lax.pmax`/`lax.psum`;
     the class axis is never gathered. The result is the same on every device.
 
-    **Labels out of range** (``< 0`` or ``>= K``, other than ``ignore_index``)
+    **Labels out of range** (`< 0` or `>= K`, other than `ignore_index`)
     never wrap around (optax's and NumPy's indexing would): the example's loss
-    is NaN, so a ``"mean"``/``"sum"`` is NaN too. ``check=True`` adds a
-    :mod:`jax.experimental.checkify` check that names the bad label.
+    is NaN, so a `"mean"`/`"sum"` is NaN too. `check=True` adds a
+    `jax.experimental.checkify` check that names the bad label.
 
     Args:
-      logits: ``[..., K, ...]`` floating point (bf16/f16 are accumulated in f32).
-      labels: integer class indices, shape ``logits.shape`` without ``axis``.
-      axis: the class axis of ``logits``.
-      weight: optional ``[K]`` class weights (treated as constants: no gradient);
-        with ``axis_name``, the local ``[K_local]`` slice.
+      logits: `[..., K, ...]` floating point (bf16/f16 are accumulated in f32).
+      labels: integer class indices, shape `logits.shape` without `axis`.
+      axis: the class axis of `logits`.
+      weight: optional `[K]` class weights (treated as constants: no gradient);
+        with `axis_name`, the local `[K_local]` slice.
       ignore_index: a label value whose examples contribute nothing and count
-        for nothing (PyTorch's default is ``-100``; here ``None`` = none).
-      label_smoothing: ``eps`` in ``[0, 1]``.
-      z_loss: coefficient ``>= 0`` of ``logsumexp(logits)^2``.
-      reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"batchmean"``.
-      where: optional boolean mask over examples (broadcastable to ``labels``);
-        ``False`` acts like ``ignore_index``.
+        for nothing (PyTorch's default is `-100`; here `None` = none).
+      label_smoothing: `eps` in `[0, 1]`.
+      z_loss: coefficient `>= 0` of `logsumexp(logits)^2`.
+      reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"`.
+      where: optional boolean mask over examples (broadcastable to `labels`);
+        `False` acts like `ignore_index`.
       check: add checkify checks that labels are in range.
-      axis_name: mesh axis name (or tuple of names) over which ``axis`` is
-        sharded inside ``shard_map``, or None.
+      axis_name: mesh axis name (or tuple of names) over which `axis` is
+        sharded inside `shard_map`, or None.
 
     Returns:
-      A scalar, or ``labels.shape`` for ``"none"``; dtype of ``logits``.
+      A scalar, or `labels.shape` for `"none"`; dtype of `logits`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> logits = jnp.array([[1.0, 2.0, 3.0], [1e4, 1e4 + 1, 1e4 + 2]])
       >>> print(jaxkl.cross_entropy_loss(logits, jnp.array([0, 0]), reduction="none"))
@@ -351,7 +352,7 @@ def cross_entropy_loss(
       0.907606
 
     References:
-      PyTorch documentation, ``torch.nn.CrossEntropyLoss``; Szegedy et al.,
+      PyTorch documentation, `torch.nn.CrossEntropyLoss`; Szegedy et al.,
       "Rethinking the Inception Architecture" (2016) for label smoothing;
       Chowdhery et al., "PaLM" (2022) for the z-loss.
     """

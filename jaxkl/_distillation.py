@@ -2,8 +2,8 @@
 
 Both losses compare a model's logits with fixed target logits (a teacher, or
 the model's own prediction on a clean input), so the target is wrapped in
-``jax.lax.stop_gradient`` and the divergence comes from the O(rows)-residual
-kernels in :mod:`jaxkl._logits`.
+`jax.lax.stop_gradient` and the divergence comes from the O(rows)-residual
+kernels in `jaxkl._logits`.
 """
 
 from __future__ import annotations
@@ -45,49 +45,51 @@ def distillation_loss(
 ) -> jax.Array:
     r"""Knowledge-distillation loss between temperature-softened student and teacher.
 
-    Follows PyTorch's ``(input, target)`` order: student first. With
-    ``S = softmax(student_logits / T)`` and ``P = softmax(teacher_logits / T)``
+    Follows PyTorch's `(input, target)` order: student first. With
+    `S = softmax(student_logits / T)` and `P = softmax(teacher_logits / T)`
     the soft part per example is
 
-    * ``"forward_kl"``: :math:`\mathrm{KL}(P \,\|\, S)` (Hinton et al.; what
-      ``F.kl_div(log_softmax(s/T), softmax(t/T))`` computes);
-    * ``"reverse_kl"``: :math:`\mathrm{KL}(S \,\|\, P)` (mode-seeking);
-    * ``"js"``: generalised JSD :math:`\beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(S\|M)`
-      with :math:`M = \beta P + (1-\beta) S`, i.e. ``JS_beta(teacher, student)``
-      with ``beta`` the teacher's weight (the GKD convention; ``beta`` of 0 or
+    * `"forward_kl"`: $\mathrm{KL}(P \,\|\, S)$ (Hinton et al.; what
+      `F.kl_div(log_softmax(s/T), softmax(t/T))` computes);
+    * `"reverse_kl"`: $\mathrm{KL}(S \,\|\, P)$ (mode-seeking);
+    * `"js"`: generalised JSD $\beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(S\|M)$
+      with $M = \beta P + (1-\beta) S$, i.e. `JS_beta(teacher, student)`
+      with `beta` the teacher's weight (the GKD convention; `beta` of 0 or
       1 makes it identically 0),
 
-    times :math:`T^2` when ``scale_by_temperature_squared`` (soft gradients
-    shrink like :math:`1/T^2`; the factor keeps their size comparable to the
-    hard loss's as ``T`` changes). With ``labels``, the per-example loss is
+    times $T^2$ when `scale_by_temperature_squared` (soft gradients
+    shrink like $1/T^2$; the factor keeps their size comparable to the
+    hard loss's as `T` changes). With `labels`, the per-example loss is
 
-    .. math:: (1 - \alpha)\, \mathrm{CE}(\text{student\_logits}, y) + \alpha\, \text{soft}
+    $$
+    (1 - \alpha)\, \mathrm{CE}(\text{student\_logits}, y) + \alpha\, \text{soft}
+    $$
 
     with the hard cross-entropy at temperature 1 (as
-    :func:`jaxkl.cross_entropy_loss`; out-of-range labels give NaN). The
-    teacher gets no gradient (``stop_gradient``).
+    [jaxkl.cross_entropy_loss][]; out-of-range labels give NaN). The
+    teacher gets no gradient (`stop_gradient`).
 
     Args:
-      student_logits: ``[..., K, ...]`` floating point.
-      teacher_logits: same shape as ``student_logits``.
-      temperature: ``T > 0`` dividing both logits for the soft part.
-      labels: optional integer labels, shape of the logits without ``axis``.
-      alpha: weight of the soft part in ``[0, 1]`` (used only with ``labels``).
-      divergence: ``"forward_kl"``, ``"reverse_kl"`` or ``"js"``.
+      student_logits: `[..., K, ...]` floating point.
+      teacher_logits: same shape as `student_logits`.
+      temperature: `T > 0` dividing both logits for the soft part.
+      labels: optional integer labels, shape of the logits without `axis`.
+      alpha: weight of the soft part in `[0, 1]` (used only with `labels`).
+      divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
       beta: weight of the teacher in the JS mixture
-        ``M = beta * teacher + (1 - beta) * student``, in ``[0, 1]`` (the same
-        convention as :func:`jaxkl.fused_linear_distillation_loss`).
-      scale_by_temperature_squared: multiply the soft part by ``T**2``.
-      reduction: over examples, as :func:`jaxkl.reduce` (default
-        ``"batchmean"``: sum over examples divided by the first dimension).
+        `M = beta * teacher + (1 - beta) * student`, in `[0, 1]` (the same
+        convention as [jaxkl.fused_linear_distillation_loss][]).
+      scale_by_temperature_squared: multiply the soft part by `T**2`.
+      reduction: over examples, as [jaxkl.reduce][] (default
+        `"batchmean"`: sum over examples divided by the first dimension).
       where: optional boolean mask over examples (shape of the logits without
-        ``axis``); masked examples give 0 and no gradient (unless their logits are NaN).
+        `axis`); masked examples give 0 and no gradient (unless their logits are NaN).
       axis: the class axis.
 
     Returns:
-      A scalar, or one value per example for ``"none"``; dtype of the logits.
+      A scalar, or one value per example for `"none"`; dtype of the logits.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> student = jnp.array([[4.0, 3.9, 1.0]])
       >>> teacher = jnp.array([[5.0, 4.0, 0.1]])
@@ -144,37 +146,38 @@ def consistency_loss(
 ) -> jax.Array:
     r"""Unsupervised consistency loss of UDA: KL from a sharpened, confident target.
 
-    Follows the ``(input, target)`` order. Per example,
+    Follows the `(input, target)` order. Per example,
 
-    .. math::
-       \ell = \mathrm{KL}\big(\operatorname{softmax}(t / T) \,\|\, \operatorname{softmax}(x)\big)
+    $$
+    \ell = \mathrm{KL}\big(\operatorname{softmax}(t / T) \,\|\, \operatorname{softmax}(x)\big)
+    $$
 
-    with ``x = logits`` (e.g. the prediction on an augmented input) and
-    ``t = target_logits`` (the prediction on the clean input) held fixed
-    (``stop_gradient``); ``T < 1`` sharpens the target. With
-    ``confidence_threshold = c`` an example is **masked out** unless the largest
-    probability of the *unsharpened* ``softmax(t)`` is strictly above ``c``
+    with `x = logits` (e.g. the prediction on an augmented input) and
+    `t = target_logits` (the prediction on the clean input) held fixed
+    (`stop_gradient`); `T < 1` sharpens the target. With
+    `confidence_threshold = c` an example is **masked out** unless the largest
+    probability of the *unsharpened* `softmax(t)` is strictly above `c`
     (UDA's confidence-based masking). Reductions:
 
-    * ``"mean"``: sum over kept examples / number of kept examples (0, not
+    * `"mean"`: sum over kept examples / number of kept examples (0, not
       NaN, when none is kept);
-    * ``"batchmean"``: sum over kept examples / the batch size
-      (``logits.shape[0]``), the original UDA normalisation;
-    * ``"sum"``, ``"none"`` (masked examples are 0).
+    * `"batchmean"`: sum over kept examples / the batch size
+      (`logits.shape[0]`), the original UDA normalisation;
+    * `"sum"`, `"none"` (masked examples are 0).
 
     Args:
-      logits: model logits ``[..., K, ...]``.
+      logits: model logits `[..., K, ...]`.
       target_logits: target logits, same shape (no gradient flows into them).
-      temperature: ``T > 0`` dividing ``target_logits`` only.
-      confidence_threshold: ``None`` (keep all) or a number in ``[0, 1]``.
-      reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"batchmean"``.
+      temperature: `T > 0` dividing `target_logits` only.
+      confidence_threshold: `None` (keep all) or a number in `[0, 1]`.
+      reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"`.
       where: optional boolean mask over examples, combined with the confidence mask.
       axis: the class axis.
 
     Returns:
-      A scalar, or one value per example for ``"none"``; dtype of ``logits``.
+      A scalar, or one value per example for `"none"`; dtype of `logits`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> x = jnp.array([[1.0, 0.0], [0.0, 0.0]])
       >>> t = jnp.array([[3.0, 0.0], [0.1, 0.0]])  # max probs 0.953 and 0.525

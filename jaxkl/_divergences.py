@@ -1,11 +1,11 @@
 """Entropy, cross-entropy, KL and JS divergence from probabilities.
 
 Zeros are the whole difficulty here. The elementwise terms use the "double
-where" pattern: where ``p_i = 0`` the term is 0 *and* its inputs are replaced
-by harmless ones before ``log``, so no ``0 * inf`` appears in the value or in
-any derivative (``jnp.where`` alone still differentiates the unused branch and
+where" pattern: where `p_i = 0` the term is 0 *and* its inputs are replaced
+by harmless ones before `log`, so no `0 * inf` appears in the value or in
+any derivative (`jnp.where` alone still differentiates the unused branch and
 yields NaN). Inputs are used as given: nothing is clipped or renormalised;
-``check=True`` adds checkify checks of the values.
+`check=True` adds checkify checks of the values.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ._rowwise import clip_value_only, prepare_probs
 
 
 def rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
-    """Elementwise ``p log(p / q)``: 0 where ``p = 0`` with zero gradient, ``+inf`` where only ``q = 0``."""
+    """Elementwise `p log(p / q)`: 0 where `p = 0` with zero gradient, `+inf` where only `q = 0`."""
     unused = p == 0
     safe_p = jnp.where(unused, 1.0, p)
     safe_q = jnp.where(unused, 1.0, q)
@@ -31,13 +31,13 @@ def rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
 
 
 def xlogy(p: jax.Array, q: jax.Array) -> jax.Array:
-    """Elementwise ``p log q``: 0 where ``p = 0``; gradient ``log q`` wrt ``p`` unless both are 0."""
+    """Elementwise `p log q`: 0 where `p = 0`; gradient `log q` wrt `p` unless both are 0."""
     safe_q = jnp.where((p == 0) & (q == 0), 1.0, q)
     return p * jnp.log(safe_q)
 
 
 def _prepared(p, q, name_p, name_q, axis, where, base, check):
-    """Validate; return upcast, masked ``p`` and ``q``, the axis, the base and the output dtype."""
+    """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype."""
     p, q, axis, where = _pair(p, q, name_p, name_q, axis, where)
     base = _validate.base(base)
     if check:
@@ -51,24 +51,26 @@ def entropy(
 ) -> jax.Array:
     r"""Shannon entropy of probabilities.
 
-    .. math:: H(p) = -\sum_i p_i \log p_i
+    $$
+    H(p) = -\sum_i p_i \log p_i
+    $$
 
-    ``0 log 0 = 0`` with a zero gradient. Matches ``scipy.stats.entropy(p,
-    base=base, axis=axis)`` for normalised ``p`` (SciPy renormalises first;
-    jaxkl does not, see ``check``).
+    `0 log 0 = 0` with a zero gradient. Matches `scipy.stats.entropy(p,
+    base=base, axis=axis)` for normalised `p` (SciPy renormalises first;
+    jaxkl does not, see `check`).
 
     Args:
-      p: probabilities ``[..., K, ...]``.
+      p: probabilities `[..., K, ...]`.
       axis: the class axis.
       where: optional boolean mask; excluded classes contribute nothing.
-      base: logarithm base; ``None`` for nats.
-      check: add checkify checks that ``p`` is non-negative with rows summing
-        to 1 (see :doc:`conventions`).
+      base: logarithm base; `None` for nats.
+      check: add checkify checks that `p` is non-negative with rows summing
+        to 1 (see [conventions](conventions.md)).
 
     Returns:
-      One entropy per distribution (``p.shape`` without ``axis``).
+      One entropy per distribution (`p.shape` without `axis`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.entropy(jnp.array([0.5, 0.5, 0.0]), base=2))
       1.0
@@ -86,24 +88,26 @@ def cross_entropy(
 ) -> jax.Array:
     r"""Cross-entropy of two probability vectors.
 
-    .. math:: H(p, q) = -\sum_i p_i \log q_i
+    $$
+    H(p, q) = -\sum_i p_i \log q_i
+    $$
 
-    Target ``p`` first (the order of the mathematics). ``p_i = 0``
-    contributes 0 whatever ``q_i`` is; ``p_i > 0`` with ``q_i = 0`` gives
-    ``+inf``. Gradients: ``-log q`` wrt ``p`` and ``-p / q`` wrt ``q``.
+    Target `p` first (the order of the mathematics). `p_i = 0`
+    contributes 0 whatever `q_i` is; `p_i > 0` with `q_i = 0` gives
+    `+inf`. Gradients: `-log q` wrt `p` and `-p / q` wrt `q`.
 
     Args:
-      p: target probabilities ``[..., K, ...]``.
+      p: target probabilities `[..., K, ...]`.
       q: predicted probabilities, same shape.
       axis: the class axis.
       where: optional boolean mask; excluded classes contribute nothing.
-      base: logarithm base; ``None`` for nats.
-      check: add checkify checks on ``p`` and ``q``.
+      base: logarithm base; `None` for nats.
+      check: add checkify checks on `p` and `q`.
 
     Returns:
-      One value per distribution (``p.shape`` without ``axis``).
+      One value per distribution (`p.shape` without `axis`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.cross_entropy(jnp.array([0.5, 0.5]), jnp.array([0.25, 0.25]), base=2))
       2.0
@@ -120,27 +124,29 @@ def kl_divergence(
 ) -> jax.Array:
     r"""Kullback-Leibler divergence of two probability vectors.
 
-    .. math:: \mathrm{KL}(p \,\|\, q) = \sum_i p_i \log \frac{p_i}{q_i}
+    $$
+    \mathrm{KL}(p \,\|\, q) = \sum_i p_i \log \frac{p_i}{q_i}
+    $$
 
-    ``KL(p, q)`` measures ``p`` against ``q`` (target first; the reverse of
-    ``torch.nn.functional.kl_div(input, target)``). Equals
-    ``scipy.special.rel_entr(p, q).sum(axis)``. A zero in ``p`` contributes 0
-    with a zero gradient; ``q_i = 0`` under ``p_i > 0`` gives ``+inf`` (never
+    `KL(p, q)` measures `p` against `q` (target first; the reverse of
+    `torch.nn.functional.kl_div(input, target)`). Equals
+    `scipy.special.rel_entr(p, q).sum(axis)`. A zero in `p` contributes 0
+    with a zero gradient; `q_i = 0` under `p_i > 0` gives `+inf` (never
     NaN). The value is clamped at 0 against rounding (the gradient is the
-    formula's). Gradients: ``log(p/q) + 1`` wrt ``p``, ``-p/q`` wrt ``q``.
+    formula's). Gradients: `log(p/q) + 1` wrt `p`, `-p/q` wrt `q`.
 
     Args:
-      p: probabilities ``[..., K, ...]``.
+      p: probabilities `[..., K, ...]`.
       q: probabilities, same shape (no broadcasting).
       axis: the class axis.
       where: optional boolean mask; excluded classes contribute nothing.
-      base: logarithm base; ``None`` for nats.
-      check: add checkify checks on ``p`` and ``q``.
+      base: logarithm base; `None` for nats.
+      check: add checkify checks on `p` and `q`.
 
     Returns:
-      One KL per distribution (``p.shape`` without ``axis``).
+      One KL per distribution (`p.shape` without `axis`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.kl_divergence(jnp.array([0.5, 0.5, 0.0]), jnp.array([0.25, 0.25, 0.5]), base=2))
       1.0
@@ -167,28 +173,29 @@ def js_divergence(
 ) -> jax.Array:
     r"""Generalised Jensen-Shannon divergence of two probability vectors.
 
-    .. math::
-       \mathrm{JS}_\beta(p, q) = \beta\,\mathrm{KL}(p \,\|\, m) + (1-\beta)\,\mathrm{KL}(q \,\|\, m),
-       \qquad m = \beta p + (1 - \beta) q
+    $$
+    \mathrm{JS}_\beta(p, q) = \beta\,\mathrm{KL}(p \,\|\, m) + (1-\beta)\,\mathrm{KL}(q \,\|\, m),
+    \qquad m = \beta p + (1 - \beta) q
+    $$
 
-    ``beta = 0.5`` gives the usual JSD in ``[0, log 2]``; in general the value
-    is in ``[0, h(beta)]`` (binary entropy), clamped there against rounding.
-    This is the divergence; ``scipy.spatial.distance.jensenshannon`` returns
+    `beta = 0.5` gives the usual JSD in `[0, log 2]`; in general the value
+    is in `[0, h(beta)]` (binary entropy), clamped there against rounding.
+    This is the divergence; `scipy.spatial.distance.jensenshannon` returns
     its square root (and can be NaN from a tiny negative in float32).
 
     Args:
-      p: probabilities ``[..., K, ...]``.
+      p: probabilities `[..., K, ...]`.
       q: probabilities, same shape.
       axis: the class axis.
       where: optional boolean mask; excluded classes contribute nothing.
-      base: logarithm base; ``None`` for nats.
-      beta: weight of ``p`` in the mixture, in ``[0, 1]``.
-      check: add checkify checks on ``p`` and ``q``.
+      base: logarithm base; `None` for nats.
+      beta: weight of `p` in the mixture, in `[0, 1]`.
+      check: add checkify checks on `p` and `q`.
 
     Returns:
-      One value per distribution (``p.shape`` without ``axis``).
+      One value per distribution (`p.shape` without `axis`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.js_divergence(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), base=2))
       1.0

@@ -22,7 +22,7 @@ _SERIES_TERMS = 18
 
 
 def _expm1_minus_x(x: jax.Array) -> jax.Array:
-    """``e^x - 1 - x`` without cancellation near 0 and with finite gradients everywhere."""
+    """`e^x - 1 - x` without cancellation near 0 and with finite gradients everywhere."""
     small = jnp.abs(x) < _SERIES_BELOW
     # Double where: the unused branch sees a harmless argument, so its
     # derivative cannot be inf/NaN (a huge x in the series would overflow).
@@ -47,52 +47,52 @@ def kl_estimate(
     reduction: str = "mean",
     where: Any = None,
 ) -> jax.Array:
-    r"""Monte Carlo estimate of :math:`\mathrm{KL}(q \,\|\, p)` from samples ``x ~ q``.
+    r"""Monte Carlo estimate of $\mathrm{KL}(q \,\|\, p)$ from samples `x ~ q`.
 
     Arguments are per-sample log-densities (or log-probabilities of sampled
-    tokens) of the sampled points under ``q`` (the sampling distribution,
-    e.g. the policy) and ``p`` (e.g. the reference model). With
-    :math:`\log r = \log p(x) - \log q(x)`, the per-sample estimators are
+    tokens) of the sampled points under `q` (the sampling distribution,
+    e.g. the policy) and `p` (e.g. the reference model). With
+    $\log r = \log p(x) - \log q(x)$, the per-sample estimators are
     (Schulman 2020):
 
-    * ``"k1"``: :math:`-\log r` — unbiased for the value, high variance, can
+    * `"k1"`: $-\log r$ — unbiased for the value, high variance, can
       be negative;
-    * ``"k2"``: :math:`\tfrac12 (\log r)^2` — biased for the value (low bias
-      when ``p`` and ``q`` are close), always ``>= 0``;
-    * ``"k3"``: :math:`(r - 1) - \log r` — unbiased for the value (because
-      :math:`\mathbb{E}_q[r] = 1`), lower variance than k1, always ``>= 0``;
-      computed as ``expm1(log r) - log r`` with a Taylor series near 0, so no
-      digits are lost to cancellation when ``p`` and ``q`` are close.
+    * `"k2"`: $\tfrac12 (\log r)^2$ — biased for the value (low bias
+      when `p` and `q` are close), always `>= 0`;
+    * `"k3"`: $(r - 1) - \log r$ — unbiased for the value (because
+      $\mathbb{E}_q[r] = 1$), lower variance than k1, always `>= 0`;
+      computed as `expm1(log r) - log r` with a Taylor series near 0, so no
+      digits are lost to cancellation when `p` and `q` are close.
 
     **Gradients.** Unbiasedness of a *value* does not make the *gradient* of a
-    loss built from it the gradient of KL when the samples come from ``q_θ``
+    loss built from it the gradient of KL when the samples come from `q_θ`
     itself (samples treated as constants, the usual RLHF setting):
 
-    * ``mean(k1)`` has gradient :math:`\mathbb{E}_q[\nabla \log q_θ] = 0` in
+    * `mean(k1)` has gradient $\mathbb{E}_q[\nabla \log q_θ] = 0$ in
       expectation — it pushes nothing;
-    * ``mean(k2)`` has gradient :math:`\mathbb{E}_q[(\log q_θ - \log p)\nabla \log q_θ]
-      = \nabla_θ \mathrm{KL}(q_θ \,\|\, p)`: the exact (unbiased) gradient of reverse KL;
-    * ``mean(k3)`` has gradient :math:`-\mathbb{E}_p[\nabla \log q_θ] =
-      \nabla_θ \mathrm{KL}(p \,\|\, q_θ)`: the gradient of the *other*
+    * `mean(k2)` has gradient $\mathbb{E}_q[(\log q_θ - \log p)\nabla \log q_θ]
+      = \nabla_θ \mathrm{KL}(q_θ \,\|\, p)$: the exact (unbiased) gradient of reverse KL;
+    * `mean(k3)` has gradient $-\mathbb{E}_p[\nabla \log q_θ] =
+      \nabla_θ \mathrm{KL}(p \,\|\, q_θ)$: the gradient of the *other*
       direction (as used, e.g., as GRPO's KL penalty);
-    * the score-function form ``mean(stop_gradient(k1) * log_q)`` also gives
-      :math:`\nabla_θ \mathrm{KL}(q_θ\|p)` unbiasedly (REINFORCE).
+    * the score-function form `mean(stop_gradient(k1) * log_q)` also gives
+      $\nabla_θ \mathrm{KL}(q_θ\|p)$ unbiasedly (REINFORCE).
 
-    For reparameterised samples (``x`` itself depends on θ) the pathwise
-    gradient of ``mean(k1)`` is unbiased. None of this is specific to jaxkl;
+    For reparameterised samples (`x` itself depends on θ) the pathwise
+    gradient of `mean(k1)` is unbiased. None of this is specific to jaxkl;
     it is verified by sampling in the tests.
 
     Args:
-      log_q: ``log q(x_i)`` of samples ``x_i ~ q``, any shape.
-      log_p: ``log p(x_i)``, same shape as ``log_q``.
-      estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
-      reduction: over samples, as :func:`jaxkl.reduce` (``"mean"`` is the estimate).
+      log_q: `log q(x_i)` of samples `x_i ~ q`, any shape.
+      log_p: `log p(x_i)`, same shape as `log_q`.
+      estimator: `"k1"`, `"k2"` or `"k3"`.
+      reduction: over samples, as [jaxkl.reduce][] (`"mean"` is the estimate).
       where: optional boolean mask over samples (e.g. padding tokens).
 
     Returns:
-      A scalar, or per-sample values for ``"none"``; dtype of the inputs.
+      A scalar, or per-sample values for `"none"`; dtype of the inputs.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> log_q = jnp.log(jnp.array([0.5, 0.25, 0.25]))
       >>> log_p = jnp.log(jnp.array([0.25, 0.5, 0.25]))

@@ -1,20 +1,20 @@
 """Linear head + row loss, chunked over tokens, never holding N x V logits.
 
-A language-model head computes ``logits = hidden @ weight + bias`` ([N, V])
+A language-model head computes `logits = hidden @ weight + bias` ([N, V])
 and a loss per row. With large vocabularies the logits, their softmax and the
-backward pass's ``d loss / d logits`` are each N x V — gigabytes. Here the rows
-are processed ``chunk_size`` at a time inside ``lax.scan``: a chunk's logits
+backward pass's `d loss / d logits` are each N x V — gigabytes. Here the rows
+are processed `chunk_size` at a time inside `lax.scan`: a chunk's logits
 ([C, V]) are formed, reduced to one value per row, and dropped. The custom VJP
 recomputes each chunk's logits in the backward pass and turns them straight
-into ``d hidden`` (one [C, D] block), ``d weight`` and ``d bias`` (accumulated in
+into `d hidden` (one [C, D] block), `d weight` and `d bias` (accumulated in
 float32), so no N x V array exists in either pass (Liger-Kernel's chunking;
 Wijmans et al.'s Cut Cross-Entropy tiles the class axis as well).
 
-:func:`head_rows` is the machinery shared with the fused distillation loss:
-any ``row_fn(params, logits_chunk, row_extras_chunk, shared)`` that maps f32
+`head_rows` is the machinery shared with the fused distillation loss:
+any `row_fn(params, logits_chunk, row_extras_chunk, shared)` that maps f32
 logits [C, V] to values [C] can be fused; its derivative wrt the logits comes
-from ``jax.vjp`` of ``row_fn`` itself (so jaxkl's cheap kernel derivatives are
-reused), and arrays in ``row_extras``/``shared`` receive no gradient.
+from `jax.vjp` of `row_fn` itself (so jaxkl's cheap kernel derivatives are
+reused), and arrays in `row_extras`/`shared` receive no gradient.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ DEFAULT_CHUNK_ELEMENTS = 2**22
 
 
 def default_chunk_size(num_rows: int, num_classes: int, hidden_size: int = 0) -> int:
-    """Rows per chunk so that one chunk of logits has ~``DEFAULT_CHUNK_ELEMENTS``."""
+    """Rows per chunk so that one chunk of logits has ~`DEFAULT_CHUNK_ELEMENTS`."""
     rows = max(1, DEFAULT_CHUNK_ELEMENTS // max(num_classes, 1))
     if rows < hidden_size and num_rows <= 2 * rows:
         # Each chunk reads the whole head matrix (hidden_size x num_classes),
@@ -63,7 +63,7 @@ def _chunk_size(chunk_size: Any, num_rows: int, num_classes: int, hidden_size: i
 
 
 def _chunked(tree: Any, num_chunks: int, size: int) -> Any:
-    """Pad the leading axis to ``num_chunks * size`` rows and split it into chunks."""
+    """Pad the leading axis to `num_chunks * size` rows and split it into chunks."""
 
     def split(x):
         pad = num_chunks * size - x.shape[0]
@@ -85,12 +85,12 @@ def _logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Arra
 
 
 def _accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array) -> jax.Array:
-    """``total + h.T @ g`` ([D, V]) one block of classes at a time.
+    """`total + h.T @ g` ([D, V]) one block of classes at a time.
 
-    XLA on CPU does not fuse the add into the matmul, so ``h.T @ g`` in one go
-    would be a fresh weight-sized temporary on every step. Updating ``total``
-    block by block in place keeps the temporary at ``D x block``, with the
-    block sized like one chunk of logits (``C x V`` elements).
+    XLA on CPU does not fuse the add into the matmul, so `h.T @ g` in one go
+    would be a fresh weight-sized temporary on every step. Updating `total`
+    block by block in place keeps the temporary at `D x block`, with the
+    block sized like one chunk of logits (`C x V` elements).
     """
     d, v = total.shape
     block = min(v, max(1, g.size // max(d, 1)))
@@ -111,7 +111,7 @@ def _accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array) -> jax.Array
 
 
 def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
-    """Per-row values and, if ``cotangent`` is given, the VJP wrt hidden/weight/bias."""
+    """Per-row values and, if `cotangent` is given, the VJP wrt hidden/weight/bias."""
     row_fn, params, size = static
     n = hidden.shape[0]
     num_chunks = -(-n // size)
@@ -153,10 +153,10 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def head_rows(static, hidden, weight, bias, row_extras, shared):
-    """Per-row values ``row_fn(params, hidden @ weight + bias, ...)`` computed chunk by chunk.
+    """Per-row values `row_fn(params, hidden @ weight + bias, ...)` computed chunk by chunk.
 
-    ``static = (row_fn, params, chunk_size)`` must be hashable. Gradients flow to
-    ``hidden``, ``weight`` and ``bias`` only.
+    `static = (row_fn, params, chunk_size)` must be hashable. Gradients flow to
+    `hidden`, `weight` and `bias` only.
     """
     return _sweep(static, hidden, weight, bias, row_extras, shared, None)
 
@@ -187,12 +187,12 @@ def _weighted_total(values: jax.Array, row_weights: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
-    """``sum_n row_weights[n] * values[n]`` of :func:`head_rows`, for scalar losses.
+    """`sum_n row_weights[n] * values[n]` of `head_rows`, for scalar losses.
 
     Because the output is a scalar, the gradient for a unit cotangent is
     computed during the forward sweep itself (Liger-Kernel's trick) and merely
     scaled in the backward pass: the forward + backward pass costs three
-    matmuls, as for materialised logits, instead of four. ``row_weights``
+    matmuls, as for materialised logits, instead of four. `row_weights`
     (mask and normalisation) receive no gradient.
     """
     values = _sweep(static, hidden, weight, bias, row_extras, shared, None)
@@ -215,10 +215,10 @@ head_total.defvjp(_head_total_fwd, _head_total_bwd)
 
 
 def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, counted):
-    """A fused head loss reduced like :func:`jaxkl.reduce` with ``where=counted``.
+    """A fused head loss reduced like [jaxkl.reduce][] with `where=counted`.
 
-    Scalar reductions take the three-matmul :func:`head_total` path; ``"none"``
-    returns per-row values through :func:`head_rows` (four matmuls, since the
+    Scalar reductions take the three-matmul `head_total` path; `"none"`
+    returns per-row values through `head_rows` (four matmuls, since the
     per-row cotangent is only known in the backward pass).
     """
     if reduction == "none":
@@ -235,7 +235,7 @@ def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, count
 
 
 def validate_head(hidden, weight, bias, hidden_name="hidden", weight_name="weight"):
-    """Check a linear head ``hidden [N, D] @ weight [D, V] (+ bias [V])``; return it in one dtype."""
+    """Check a linear head `hidden [N, D] @ weight [D, V] (+ bias [V])`; return it in one dtype."""
     hidden = _validate.float_array(hidden, hidden_name)
     weight = _validate.float_array(weight, weight_name)
     if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[0]:
@@ -258,7 +258,7 @@ def validate_head(hidden, weight, bias, hidden_name="hidden", weight_name="weigh
 
 
 def validate_labels(labels: Any, num_rows: int) -> jax.Array:
-    """Integer labels of shape ``(N,)``."""
+    """Integer labels of shape `(N,)`."""
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
@@ -268,7 +268,7 @@ def validate_labels(labels: Any, num_rows: int) -> jax.Array:
 
 
 def label_log_likelihood(logits: jax.Array, labels: jax.Array, lse: jax.Array) -> jax.Array:
-    """``logits[label] - lse`` per row; NaN (never a wrapped index) for labels out of range."""
+    """`logits[label] - lse` per row; NaN (never a wrapped index) for labels out of range."""
     in_range = (labels >= 0) & (labels < logits.shape[-1])
     index = jnp.where(in_range, labels, 0)[:, None]
     target = jnp.take_along_axis(logits, index, axis=-1)[:, 0]
@@ -305,47 +305,48 @@ def fused_linear_cross_entropy(
     reduction: str = "mean",
     where: Any = None,
 ) -> jax.Array:
-    r"""Cross-entropy of a linear head, ``cross_entropy(hidden @ weight + bias, labels)``, fused.
+    r"""Cross-entropy of a linear head, `cross_entropy(hidden @ weight + bias, labels)`, fused.
 
-    .. math::
-       z_n = h_n W + b, \qquad
-       \ell_n = (1-\varepsilon)\,(\operatorname{lse}(z_n) - z_{n, y_n})
-       + \varepsilon\,\bigl(\operatorname{lse}(z_n) - \tfrac1V \textstyle\sum_k z_{n,k}\bigr)
-       + \lambda_z \operatorname{lse}(z_n)^2
+    $$
+    z_n = h_n W + b, \qquad
+    \ell_n = (1-\varepsilon)\,(\operatorname{lse}(z_n) - z_{n, y_n})
+    + \varepsilon\,\bigl(\operatorname{lse}(z_n) - \tfrac1V \textstyle\sum_k z_{n,k}\bigr)
+    + \lambda_z \operatorname{lse}(z_n)^2
+    $$
 
-    The value and gradients equal those of PyTorch's ``F.cross_entropy`` on the
+    The value and gradients equal those of PyTorch's `F.cross_entropy` on the
     materialised logits (no class weights), but the N x V logits are never
-    formed: rows are processed ``chunk_size`` at a time inside ``lax.scan`` and
+    formed: rows are processed `chunk_size` at a time inside `lax.scan` and
     the backward pass recomputes each chunk's logits, so peak temporary memory
-    is a few ``chunk_size x V`` blocks plus one float32 ``weight``-sized
+    is a few `chunk_size x V` blocks plus one float32 `weight`-sized
     accumulator. The matmuls run in the input dtype (bf16 stays bf16) with
     float32 accumulation; softmax statistics are float32. Gradients flow to
-    ``hidden``, ``weight`` and ``bias``.
+    `hidden`, `weight` and `bias`.
 
-    Examples with ``labels == ignore_index`` contribute 0 and are not counted
-    by ``"mean"``; ``where=False`` excludes an example the same way. Labels
-    outside ``[0, V)`` (other than ``ignore_index``) give NaN for that example
+    Examples with `labels == ignore_index` contribute 0 and are not counted
+    by `"mean"`; `where=False` excludes an example the same way. Labels
+    outside `[0, V)` (other than `ignore_index`) give NaN for that example
     — never a wrapped index — and no gradient.
 
     Args:
-      hidden: ``[N, D]`` floating point (e.g. the final hidden states, tokens flattened).
-      weight: ``[D, V]`` head weight (note: ``D`` first, as in ``hidden @ weight``).
-      labels: ``[N]`` integer class indices.
-      bias: optional ``[V]`` head bias.
-      chunk_size: rows per chunk; ``None`` picks about ``2**22 / V`` rows
+      hidden: `[N, D]` floating point (e.g. the final hidden states, tokens flattened).
+      weight: `[D, V]` head weight (note: `D` first, as in `hidden @ weight`).
+      labels: `[N]` integer class indices.
+      bias: optional `[V]` head bias.
+      chunk_size: rows per chunk; `None` picks about `2**22 / V` rows
         (16 MiB of float32 logits per chunk).
       ignore_index: a label value whose examples are ignored (PyTorch's -100 convention), or None.
-      label_smoothing: ``eps`` in ``[0, 1]``; ``eps / V`` of the target mass on every class.
-      z_loss: coefficient of ``lse(z)^2`` added per example (PaLM's z-loss), ``>= 0``.
-      reduction: ``"none"``, ``"sum"``, ``"mean"`` (over counted examples) or
-        ``"batchmean"`` (sum / N), as in :func:`jaxkl.reduce`.
-      where: optional boolean ``[N]`` mask of examples to include.
+      label_smoothing: `eps` in `[0, 1]`; `eps / V` of the target mass on every class.
+      z_loss: coefficient of `lse(z)^2` added per example (PaLM's z-loss), `>= 0`.
+      reduction: `"none"`, `"sum"`, `"mean"` (over counted examples) or
+        `"batchmean"` (sum / N), as in [jaxkl.reduce][].
+      where: optional boolean `[N]` mask of examples to include.
 
     Returns:
-      A scalar, or ``[N]`` for ``reduction="none"`` (0 for excluded examples),
-      in the dtype of ``hidden``/``weight``.
+      A scalar, or `[N]` for `reduction="none"` (0 for excluded examples),
+      in the dtype of `hidden`/`weight`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxkl
       >>> h = jnp.ones((4, 3)); w = jnp.zeros((3, 5)).at[0, 1].set(1.0)
       >>> print(jaxkl.fused_linear_cross_entropy(h, w, jnp.array([1, 1, 0, -100]),

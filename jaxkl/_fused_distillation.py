@@ -61,43 +61,44 @@ def fused_linear_distillation_loss(
 ) -> jax.Array:
     r"""Knowledge distillation between two linear heads, never forming either N x V logits array.
 
-    With student logits :math:`s_n = h_n W` and teacher logits :math:`t_n = h'_n W'`,
+    With student logits $s_n = h_n W$ and teacher logits $t_n = h'_n W'$,
 
-    .. math::
-       \ell_n = T^2\, D\bigl(\operatorname{softmax}(t_n / T),\ \operatorname{softmax}(s_n / T)\bigr)
+    $$
+    \ell_n = T^2\, D\bigl(\operatorname{softmax}(t_n / T),\ \operatorname{softmax}(s_n / T)\bigr)
+    $$
 
-    where :math:`D` is ``KL(teacher || student)`` (``"forward_kl"``, Hinton et
-    al.), ``KL(student || teacher)`` (``"reverse_kl"``) or the generalised
-    Jensen-Shannon divergence ``JS_beta(teacher, student)`` with mixture
-    ``M = beta * teacher + (1 - beta) * student`` (``"js"``). With ``labels``
-    the loss is ``(1 - alpha) * CE(s_n, y_n) + alpha * l_n`` (the cross-entropy
+    where $D$ is `KL(teacher || student)` (`"forward_kl"`, Hinton et
+    al.), `KL(student || teacher)` (`"reverse_kl"`) or the generalised
+    Jensen-Shannon divergence `JS_beta(teacher, student)` with mixture
+    `M = beta * teacher + (1 - beta) * student` (`"js"`). With `labels`
+    the loss is `(1 - alpha) * CE(s_n, y_n) + alpha * l_n` (the cross-entropy
     at temperature 1). The teacher receives no gradient. Rows are processed
-    ``chunk_size`` at a time, as in :func:`jaxkl.fused_linear_cross_entropy`;
+    `chunk_size` at a time, as in [jaxkl.fused_linear_cross_entropy][];
     the soft term reuses the cheap derivatives of
-    :func:`jaxkl.kl_divergence_from_logits` / :func:`jaxkl.js_divergence_from_logits`.
+    [jaxkl.kl_divergence_from_logits][] / [jaxkl.js_divergence_from_logits][].
 
     Args:
-      student_hidden: ``[N, D]`` floating point.
-      student_weight: ``[D, V]``.
-      teacher_hidden: ``[N, D']`` (the teacher's width may differ).
-      teacher_weight: ``[D', V]`` (same ``V``).
-      temperature: ``T > 0``, divides both logits in the soft term.
-      divergence: ``"forward_kl"``, ``"reverse_kl"`` or ``"js"``.
+      student_hidden: `[N, D]` floating point.
+      student_weight: `[D, V]`.
+      teacher_hidden: `[N, D']` (the teacher's width may differ).
+      teacher_weight: `[D', V]` (same `V`).
+      temperature: `T > 0`, divides both logits in the soft term.
+      divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
       beta: weight of the teacher in the JS mixture
-        ``M = beta * teacher + (1 - beta) * student``, in ``[0, 1]`` (the same
-        convention as :func:`jaxkl.distillation_loss`).
-      labels: optional ``[N]`` integer labels for the hard term; out-of-range
+        `M = beta * teacher + (1 - beta) * student`, in `[0, 1]` (the same
+        convention as [jaxkl.distillation_loss][]).
+      labels: optional `[N]` integer labels for the hard term; out-of-range
         labels give NaN for that example.
-      alpha: weight of the soft term when ``labels`` is given, in ``[0, 1]``.
-      chunk_size: rows per chunk (``None``: about ``2**22 / V``).
-      reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"batchmean"`` (default,
-        the sum divided by ``N``), as in :func:`jaxkl.reduce`.
-      where: optional boolean ``[N]`` mask of examples to include.
+      alpha: weight of the soft term when `labels` is given, in `[0, 1]`.
+      chunk_size: rows per chunk (`None`: about `2**22 / V`).
+      reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"` (default,
+        the sum divided by `N`), as in [jaxkl.reduce][].
+      where: optional boolean `[N]` mask of examples to include.
 
     Returns:
-      A scalar, or ``[N]`` for ``reduction="none"``, in the student's dtype.
+      A scalar, or `[N]` for `reduction="none"`, in the student's dtype.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> h = jnp.ones((2, 1)); teacher_w = jnp.array([[0.0, jnp.log(3.0)]])
       >>> # Student uniform, teacher [1/4, 3/4]: KL = (3/4) log 3 - log 2 per row.

@@ -1,18 +1,18 @@
 """Entropy, cross-entropy, KL and JS divergence from logits.
 
-Each kernel works in log space (it never forms ``log(softmax(x))`` from a
-rounded probability) and is a :func:`jaxkl._rowwise.row_kernel`: the backward
+Each kernel works in log space (it never forms `log(softmax(x))` from a
+rounded probability) and is a `jaxkl._rowwise.row_kernel`: the backward
 pass rebuilds the per-class factors from the logits and a few per-row numbers,
-in one fused sweep. With ``P = softmax(a)``, ``Q = softmax(b)`` and the row's
-value ``K`` the derivatives used are
+in one fused sweep. With `P = softmax(a)`, `Q = softmax(b)` and the row's
+value `K` the derivatives used are
 
-* entropy ``H(P)``:          dH/da = -P (log P + H)
-* cross-entropy ``H(p, Q)``:  dC/db = (sum p) Q - p,   dC/dp = -log Q
-* ``KL(P || Q)``:            dK/da = P (log P - log Q - K),  dK/db = Q - P
-* ``JS_beta(P, Q)``:         dJ/da = beta P (log P - log M - KL(P||M)), likewise for b
+* entropy `H(P)`:          dH/da = -P (log P + H)
+* cross-entropy `H(p, Q)`:  dC/db = (sum p) Q - p,   dC/dp = -log Q
+* `KL(P || Q)`:            dK/da = P (log P - log Q - K),  dK/db = Q - P
+* `JS_beta(P, Q)`:         dJ/da = beta P (log P - log M - KL(P||M)), likewise for b
 
-and every ``P * (...)`` factor is taken as 0 where ``P`` is exactly 0, which is
-what makes ``-inf`` logits and masked classes safe.
+and every `P * (...)` factor is taken as 0 where `P` is exactly 0, which is
+what makes `-inf` logits and masked classes safe.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _pair(a, b, name_a, name_b, axis, where):
 
 
 def _temperature_scale(temperature, a, b):
-    """Static ``1 / T`` when ``T`` is known at trace time; else divide up front.
+    """Static `1 / T` when `T` is known at trace time; else divide up front.
 
     A traced temperature is still differentiated correctly, at the cost of the
     divided logits being kept for the backward pass.
@@ -71,12 +71,12 @@ def _temperature_scale(temperature, a, b):
 
 
 def _normalised_mean(e, values, axis, axis_name):
-    """``(log sum e, sum(e * values) / sum(e))`` from unnormalised weights ``e``.
+    """`(log sum e, sum(e * values) / sum(e))` from unnormalised weights `e`.
 
     The forwards below take each distribution's exponentials once and use
-    them both for its normaliser and as its weights, where ``sum(P * f)``
-    would take them a second time (XLA:CPU keeps ``e`` of a row block in
-    cache). ``e * values`` is 0 where ``e`` is 0, and an empty row's mean is 0.
+    them both for its normaliser and as its weights, where `sum(P * f)`
+    would take them a second time (XLA:CPU keeps `e` of a row block in
+    cache). `e * values` is 0 where `e` is 0, and an empty row's mean is 0.
     """
     total = row_sum(e, axis, axis_name, keepdims=True)
     weighted = row_sum(zero_where_unused(e, values), axis, axis_name)
@@ -118,28 +118,30 @@ def entropy_from_logits(
     base: float | None = None,
     axis_name: Any = None,
 ) -> jax.Array:
-    r"""Shannon entropy of ``softmax(logits)``.
+    r"""Shannon entropy of `softmax(logits)`.
 
-    .. math:: H(P) = -\sum_i P_i \log P_i, \qquad P = \operatorname{softmax}(\text{logits})
+    $$
+    H(P) = -\sum_i P_i \log P_i, \qquad P = \operatorname{softmax}(\text{logits})
+    $$
 
-    ``-inf`` logits are classes with probability 0: they contribute 0 and get a
+    `-inf` logits are classes with probability 0: they contribute 0 and get a
     zero gradient. Also accepts log-probabilities unchanged.
 
     Args:
-      logits: ``[..., K, ...]`` floating point.
+      logits: `[..., K, ...]` floating point.
       axis: the class axis.
-      where: optional boolean mask broadcastable to ``logits``; ``False``
+      where: optional boolean mask broadcastable to `logits`; `False`
         classes are excluded (the distribution is renormalised over the rest).
-      base: logarithm base; ``None`` for nats, ``2`` for bits.
-      axis_name: mesh axis name over which ``axis`` is sharded inside
-        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+      base: logarithm base; `None` for nats, `2` for bits.
+      axis_name: mesh axis name over which `axis` is sharded inside
+        `shard_map` (row statistics combined with `lax.pmax`/`lax.psum`;
         the class axis is never gathered), or None.
 
     Returns:
-      One entropy per distribution: ``logits.shape`` without ``axis``, in the
-      dtype of ``logits``.
+      One entropy per distribution: `logits.shape` without `axis`, in the
+      dtype of `logits`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.entropy_from_logits(jnp.zeros(4), base=2))
       2.0
@@ -188,12 +190,12 @@ def _cross_entropy_tangent(static, arrays, norm, tangents):
 
 
 def _cross_entropy_cpu_jvp(static, arrays, tangents):
-    """One unblocked pass of exponentials on CPU (see :mod:`jaxkl._cross_entropy_loss`).
+    """One unblocked pass of exponentials on CPU (see `jaxkl._cross_entropy_loss`).
 
-    ``Q = e / sum(e)`` with ``e = exp(q_logits - max)`` is formed once and the
-    gradient wrt ``q_logits`` is built from it in place: measured with
-    ``python -m bench --sweep`` (jax 0.10.1, 2 cores) this beats rebuilding
-    the exponentials in the backward pass, which ran at 0.8-0.9x plain ``jnp``.
+    `Q = e / sum(e)` with `e = exp(q_logits - max)` is formed once and the
+    gradient wrt `q_logits` is built from it in place: measured with
+    `python -m bench --sweep` (jax 0.10.1, 2 cores) this beats rebuilding
+    the exponentials in the backward pass, which ran at 0.8-0.9x plain `jnp`.
     """
     p, y, where = arrays
     t = prepare_probs(p, where)
@@ -218,31 +220,33 @@ def cross_entropy_from_logits(
     base: float | None = None,
     axis_name: Any = None,
 ) -> jax.Array:
-    r"""Cross-entropy of target probabilities ``p`` and predicted logits.
+    r"""Cross-entropy of target probabilities `p` and predicted logits.
 
-    .. math:: H(p, Q) = -\sum_i p_i \log Q_i, \qquad Q = \operatorname{softmax}(\text{q\_logits})
+    $$
+    H(p, Q) = -\sum_i p_i \log Q_i, \qquad Q = \operatorname{softmax}(\text{q\_logits})
+    $$
 
     Argument order follows the mathematics (target first), unlike optax's
-    ``softmax_cross_entropy(logits, labels)``. The row maximum is subtracted,
+    `softmax_cross_entropy(logits, labels)`. The row maximum is subtracted,
     so adding any constant to a row of logits leaves the result unchanged.
-    ``p_i = 0`` contributes 0 even where ``q_logits_i = -inf``; ``p_i > 0``
-    there gives ``+inf``. ``p`` is used as given (not renormalised); the
-    gradient wrt ``q_logits`` is ``sum(p) * Q - p``.
+    `p_i = 0` contributes 0 even where `q_logits_i = -inf`; `p_i > 0`
+    there gives `+inf`. `p` is used as given (not renormalised); the
+    gradient wrt `q_logits` is `sum(p) * Q - p`.
 
     Args:
-      p: target probabilities ``[..., K, ...]``.
-      q_logits: predicted logits (or log-probabilities), same shape as ``p``.
+      p: target probabilities `[..., K, ...]`.
+      q_logits: predicted logits (or log-probabilities), same shape as `p`.
       axis: the class axis.
       where: optional boolean mask; excluded classes contribute nothing.
-      base: logarithm base; ``None`` for nats.
-      axis_name: mesh axis name over which ``axis`` is sharded inside
-        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+      base: logarithm base; `None` for nats.
+      axis_name: mesh axis name over which `axis` is sharded inside
+        `shard_map` (row statistics combined with `lax.pmax`/`lax.psum`;
         the class axis is never gathered), or None.
 
     Returns:
-      One value per distribution (``p.shape`` without ``axis``).
+      One value per distribution (`p.shape` without `axis`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> p = jnp.array([1.0, 0.0, 0.0])
       >>> print(jaxkl.cross_entropy_from_logits(p, jnp.array([1.0, 2.0, 3.0])))
@@ -314,37 +318,39 @@ def kl_divergence_from_logits(
     temperature: float = 1.0,
     axis_name: Any = None,
 ) -> jax.Array:
-    r"""KL divergence ``KL(softmax(p_logits / T) || softmax(q_logits / T))``.
+    r"""KL divergence `KL(softmax(p_logits / T) || softmax(q_logits / T))`.
 
-    .. math:: \mathrm{KL}(P \,\|\, Q) = \sum_i P_i (\log P_i - \log Q_i)
+    $$
+    \mathrm{KL}(P \,\|\, Q) = \sum_i P_i (\log P_i - \log Q_i)
+    $$
 
     Computed entirely in log space, so it stays finite where a probabilities
-    path would underflow (``p = [0, 0]``, ``q = [0, -103]`` gives 50.80685 in
+    path would underflow (`p = [0, 0]`, `q = [0, -103]` gives 50.80685 in
     float32). The gradient is rebuilt from the logits and two log-normalisers
-    per row: reverse mode keeps O(rows) residuals. ``dKL/dq_logits = (Q - P)/T``.
+    per row: reverse mode keeps O(rows) residuals. `dKL/dq_logits = (Q - P)/T`.
 
-    Edge cases: a class with ``-inf`` in both contributes 0 and gets zero
-    gradient; ``-inf`` in ``q_logits`` where ``P > 0`` gives ``+inf``, with a
-    zero gradient wrt ``p_logits`` on that row (the value is ``+inf`` on a
-    whole neighbourhood) and ``Q - P`` wrt ``q_logits``. Identical inputs give
+    Edge cases: a class with `-inf` in both contributes 0 and gets zero
+    gradient; `-inf` in `q_logits` where `P > 0` gives `+inf`, with a
+    zero gradient wrt `p_logits` on that row (the value is `+inf` on a
+    whole neighbourhood) and `Q - P` wrt `q_logits`. Identical inputs give
     exactly 0 with exactly zero gradient.
 
     Args:
-      p_logits: logits (or log-probabilities) of P, ``[..., K, ...]``.
-      q_logits: logits of Q, same shape and dtype family as ``p_logits``.
+      p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
+      q_logits: logits of Q, same shape and dtype family as `p_logits`.
       axis: the class axis.
       where: optional boolean mask; excluded classes are removed from both.
-      base: logarithm base; ``None`` for nats.
-      temperature: divides both logits (``> 0``). A traced value is allowed
+      base: logarithm base; `None` for nats.
+      temperature: divides both logits (`> 0`). A traced value is allowed
         and differentiated, at the cost of O(rows x classes) residuals.
-      axis_name: mesh axis name over which ``axis`` is sharded inside
-        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+      axis_name: mesh axis name over which `axis` is sharded inside
+        `shard_map` (row statistics combined with `lax.pmax`/`lax.psum`;
         the class axis is never gathered), or None.
 
     Returns:
-      One KL per distribution (``p_logits.shape`` without ``axis``), ``>= 0``.
+      One KL per distribution (`p_logits.shape` without `axis`), `>= 0`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.kl_divergence_from_logits(jnp.zeros(2), jnp.array([0.0, -103.0])).round(4))
       50.8069
@@ -362,7 +368,7 @@ def kl_divergence_from_logits(
 
 
 def binary_entropy(beta: float) -> float:
-    """``-beta log beta - (1 - beta) log(1 - beta)``: the largest JS_beta can be."""
+    """`-beta log beta - (1 - beta) log(1 - beta)`: the largest JS_beta can be."""
     return -sum(w * math.log(w) for w in (beta, 1.0 - beta) if w > 0)
 
 
@@ -416,34 +422,35 @@ def js_divergence_from_logits(
     temperature: float = 1.0,
     axis_name: Any = None,
 ) -> jax.Array:
-    r"""Generalised Jensen-Shannon divergence of ``softmax(p_logits/T)`` and ``softmax(q_logits/T)``.
+    r"""Generalised Jensen-Shannon divergence of `softmax(p_logits/T)` and `softmax(q_logits/T)`.
 
-    .. math::
-       \mathrm{JS}_\beta(P, Q) = \beta\,\mathrm{KL}(P \,\|\, M) + (1-\beta)\,\mathrm{KL}(Q \,\|\, M),
-       \qquad M = \beta P + (1 - \beta) Q
+    $$
+    \mathrm{JS}_\beta(P, Q) = \beta\,\mathrm{KL}(P \,\|\, M) + (1-\beta)\,\mathrm{KL}(Q \,\|\, M),
+    \qquad M = \beta P + (1 - \beta) Q
+    $$
 
-    ``beta = 0.5`` is the usual JSD, bounded by ``log 2`` (1 bit); in general
-    the value lies in ``[0, h(beta)]`` with ``h`` the binary entropy, and is
+    `beta = 0.5` is the usual JSD, bounded by `log 2` (1 bit); in general
+    the value lies in `[0, h(beta)]` with `h` the binary entropy, and is
     always finite, even for disjoint supports. Unlike
-    ``scipy.spatial.distance.jensenshannon`` this is the divergence, not its
-    square root. ``log M`` is formed with ``logaddexp`` in log space.
+    `scipy.spatial.distance.jensenshannon` this is the divergence, not its
+    square root. `log M` is formed with `logaddexp` in log space.
 
     Args:
-      p_logits: logits (or log-probabilities) of P, ``[..., K, ...]``.
+      p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
       axis: the class axis.
       where: optional boolean mask; excluded classes are removed from both.
-      base: logarithm base; ``None`` for nats.
-      beta: weight of P in the mixture, in ``[0, 1]``.
-      temperature: divides both logits (``> 0``).
-      axis_name: mesh axis name over which ``axis`` is sharded inside
-        ``shard_map`` (row statistics combined with ``lax.pmax``/``lax.psum``;
+      base: logarithm base; `None` for nats.
+      beta: weight of P in the mixture, in `[0, 1]`.
+      temperature: divides both logits (`> 0`).
+      axis_name: mesh axis name over which `axis` is sharded inside
+        `shard_map` (row statistics combined with `lax.pmax`/`lax.psum`;
         the class axis is never gathered), or None.
 
     Returns:
-      One value per distribution (``p_logits.shape`` without ``axis``).
+      One value per distribution (`p_logits.shape` without `axis`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> ninf = -jnp.inf
       >>> print(jaxkl.js_divergence_from_logits(jnp.array([0.0, ninf]), jnp.array([ninf, 0.0]), base=2))

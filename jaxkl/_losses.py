@@ -15,37 +15,39 @@ from ._rowwise import compute_dtype
 def kl_div(
     input: Any, target: Any, *, reduction: str = "mean", log_target: bool = False
 ) -> jax.Array:
-    r"""``torch.nn.functional.kl_div`` with PyTorch's argument order and reductions.
+    r"""`torch.nn.functional.kl_div` with PyTorch's argument order and reductions.
 
-    ``input`` holds log-probabilities ``log q`` and ``target`` holds ``p`` (or
-    ``log p`` when ``log_target=True``); the pointwise loss is
+    `input` holds log-probabilities `log q` and `target` holds `p` (or
+    `log p` when `log_target=True`); the pointwise loss is
 
-    .. math:: \ell_i = p_i (\log p_i - \text{input}_i)
+    $$
+    \ell_i = p_i (\log p_i - \text{input}_i)
+    $$
 
-    so ``kl_div(log_q, p, reduction="batchmean")`` is the batch mean of
-    ``KL(p || q)`` for 2-D inputs. Reductions copy PyTorch exactly:
+    so `kl_div(log_q, p, reduction="batchmean")` is the batch mean of
+    `KL(p || q)` for 2-D inputs. Reductions copy PyTorch exactly:
 
-    * ``"none"``: pointwise losses, shape of ``input``;
-    * ``"sum"``: sum of all elements;
-    * ``"mean"``: mean over **all elements** (classes included) — PyTorch's
-      default, which is *not* a KL; prefer ``"batchmean"``;
-    * ``"batchmean"``: sum divided by ``input.shape[0]``.
+    * `"none"`: pointwise losses, shape of `input`;
+    * `"sum"`: sum of all elements;
+    * `"mean"`: mean over **all elements** (classes included) — PyTorch's
+      default, which is *not* a KL; prefer `"batchmean"`;
+    * `"batchmean"`: sum divided by `input.shape[0]`.
 
     Where jaxkl differs from PyTorch, it is to avoid NaN: a zero target
-    (``-inf`` log-target) contributes exactly 0 with zero gradient even where
-    ``input`` is ``-inf`` (PyTorch returns NaN there). Shapes must match: no
+    (`-inf` log-target) contributes exactly 0 with zero gradient even where
+    `input` is `-inf` (PyTorch returns NaN there). Shapes must match: no
     broadcasting.
 
     Args:
-      input: log-probabilities of the model, any shape ``[N, ...]``.
-      target: probabilities (or log-probabilities), same shape as ``input``.
-      reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"batchmean"``.
-      log_target: whether ``target`` holds log-probabilities.
+      input: log-probabilities of the model, any shape `[N, ...]`.
+      target: probabilities (or log-probabilities), same shape as `input`.
+      reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"`.
+      log_target: whether `target` holds log-probabilities.
 
     Returns:
-      A scalar, or ``input``'s shape for ``"none"``; dtype of the inputs.
+      A scalar, or `input`'s shape for `"none"`; dtype of the inputs.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> log_q = jaxkl.log_softmax(jnp.array([[4.0, 3.9, 1.0]]))
       >>> p = jaxkl.softmax(jnp.array([[5.0, 4.0, 0.1]]))
@@ -53,7 +55,7 @@ def kl_div(
       0.100483
 
     References:
-      PyTorch documentation, ``torch.nn.KLDivLoss``.
+      PyTorch documentation, `torch.nn.KLDivLoss`.
     """
     x = _validate.float_array(input, "input")
     t = _validate.float_array(target, "target")

@@ -14,26 +14,26 @@ from ._rowwise import compute_dtype
 def reduce(values: Any, reduction: str = "mean", *, where: Any = None) -> jax.Array:
     r"""Reduce per-example values the way every jaxkl loss does.
 
-    * ``"none"``: the values unchanged (masked examples set to 0);
-    * ``"sum"``: the sum over unmasked examples;
-    * ``"mean"``: the sum divided by the number of unmasked examples
+    * `"none"`: the values unchanged (masked examples set to 0);
+    * `"sum"`: the sum over unmasked examples;
+    * `"mean"`: the sum divided by the number of unmasked examples
       (0, not NaN, when every example is masked);
-    * ``"batchmean"``: the sum divided by the size of the first axis
-      (``values.shape[0]``), masked or not — PyTorch's ``batchmean``.
+    * `"batchmean"`: the sum divided by the size of the first axis
+      (`values.shape[0]`), masked or not — PyTorch's `batchmean`.
 
     Masked examples contribute nothing to the value *or* the gradient, even if
     their value is NaN or infinite.
 
     Args:
       values: per-example values, any shape (0-d counts as one example).
-      reduction: one of ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"``.
-      where: optional boolean mask broadcastable to ``values``; ``False``
+      reduction: one of `"none"`, `"sum"`, `"mean"`, `"batchmean"`.
+      where: optional boolean mask broadcastable to `values`; `False`
         excludes an example.
 
     Returns:
-      A scalar, or ``values``' shape for ``"none"``.
+      A scalar, or `values`' shape for `"none"`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> v = jnp.array([1.0, 2.0, 6.0])
       >>> print(jaxkl.reduce(v, "mean", where=jnp.array([True, True, False])))

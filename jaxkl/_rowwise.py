@@ -2,16 +2,16 @@
 
 Every logits kernel in jaxkl is a function of a few arrays shaped like the
 input that reduces over one class axis. Its derivative needs per-class
-quantities such as ``softmax(a)``; storing those for the backward pass costs
+quantities such as `softmax(a)`; storing those for the backward pass costs
 rows x classes of memory, while *recomputing* them from the inputs costs one
-fused elementwise sweep. :func:`row_kernel` builds a ``jax.custom_jvp`` whose
-tangent map is wrapped in ``jax.checkpoint``: linearising it (reverse mode)
+fused elementwise sweep. `row_kernel` builds a `jax.custom_jvp` whose
+tangent map is wrapped in `jax.checkpoint`: linearising it (reverse mode)
 keeps only the inputs and a few per-row statistics, and forward mode works
 because the rule is a JVP, not a VJP.
 
 The helpers below it make logits safe to reduce: masked classes become
-``-inf``, low-precision inputs are accumulated in float32, and rows that are
-entirely ``-inf`` get a log-normaliser of ``-inf`` without producing NaN.
+`-inf`, low-precision inputs are accumulated in float32, and rows that are
+entirely `-inf` get a log-normaliser of `-inf` without producing NaN.
 """
 
 from __future__ import annotations
@@ -40,23 +40,23 @@ def row_kernel(
     *,
     cpu_jvp: Callable[..., tuple[jax.Array, jax.Array]] | None = None,
 ) -> Callable[..., jax.Array]:
-    """Make ``kernel(static, *arrays)`` with a rematerialised JVP.
+    """Make `kernel(static, *arrays)` with a rematerialised JVP.
 
-    ``forward(static, *arrays) -> (value, stats)`` computes the result and the
-    small per-row statistics the derivative needs. ``tangent(static, arrays,
-    stats, tangents)`` returns the tangent of ``value``; each entry of
-    ``tangents`` is an array or ``None`` (a known-zero tangent, skipped so that
-    reverse mode never sweeps a rows x classes zero). ``static`` is a hashable
+    `forward(static, *arrays) -> (value, stats)` computes the result and the
+    small per-row statistics the derivative needs. `tangent(static, arrays,
+    stats, tangents)` returns the tangent of `value`; each entry of
+    `tangents` is an array or `None` (a known-zero tangent, skipped so that
+    reverse mode never sweeps a rows x classes zero). `static` is a hashable
     tuple whose first entry is the class axis and whose last is the mesh
-    ``axis_name`` (or None). ``kinds`` says how each array relates to the
-    input's shape, for :func:`by_row_blocks`: ``"full"`` (the input's shape),
-    ``"row"`` (the shape without the class axis), ``"mask"`` (broadcastable to
-    the input) or ``"class"`` (one value per class).
+    `axis_name` (or None). `kinds` says how each array relates to the
+    input's shape, for `by_row_blocks`: `"full"` (the input's shape),
+    `"row"` (the shape without the class axis), `"mask"` (broadcastable to
+    the input) or `"class"` (one value per class).
 
-    ``cpu_jvp(static, arrays, tangents) -> (value, tangent)``, when given,
+    `cpu_jvp(static, arrays, tangents) -> (value, tangent)`, when given,
     replaces the rule on CPU: a kernel whose plain autodiff XLA:CPU already
     runs with O(rows) temporaries uses it where recomputing costs more time
-    than it saves (see :mod:`jaxkl._cross_entropy_loss`).
+    than it saves (see `jaxkl._cross_entropy_loss`).
     """
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -130,7 +130,7 @@ def block_rows(shape: tuple[int, ...], axis: int, axis_name: Any) -> int | None:
 
 
 def _as_bits(op: jax.Array) -> jax.Array:
-    """16-bit floats as same-width unsigned integers (undone by :func:`_from_bits`).
+    """16-bit floats as same-width unsigned integers (undone by `_from_bits`).
 
     XLA:CPU has no 16-bit-float dynamic-slice: it converts the whole input to
     float32 before the loop (a rows x classes float32 temporary, measured 256
@@ -147,9 +147,9 @@ def _from_bits(op: jax.Array, dtype: Any) -> jax.Array:
 
 
 def by_row_blocks(fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...], operands: tuple) -> Any:
-    """``fn(static, *operands)``, on CPU mapped over blocks of rows with ``lax.map``.
+    """`fn(static, *operands)`, on CPU mapped over blocks of rows with `lax.map`.
 
-    Other backends (and shapes :func:`block_rows` declines) run ``fn`` as it is.
+    Other backends (and shapes `block_rows` declines) run `fn` as it is.
     Outputs must be shaped like the input, like a row, or like a row with a
     kept class axis of 1 (the statistics).
     """
@@ -200,9 +200,9 @@ def compute_dtype(dtype: Any) -> Any:
 
 
 def prepare_logits(x: jax.Array, where: jax.Array | None, scale: float = 1.0) -> jax.Array:
-    """Upcast, scale by ``1 / temperature`` and set masked classes to ``-inf``.
+    """Upcast, scale by `1 / temperature` and set masked classes to `-inf`.
 
-    Under ``jit`` this is fused into whatever consumes it, so it allocates nothing.
+    Under `jit` this is fused into whatever consumes it, so it allocates nothing.
     """
     x = x.astype(compute_dtype(x.dtype))
     if scale != 1.0:
@@ -221,8 +221,8 @@ def prepare_probs(p: jax.Array, where: jax.Array | None) -> jax.Array:
 
 
 def row_sum(x: jax.Array, axis: int, axis_name: Any = None, keepdims: bool = False) -> jax.Array:
-    """``sum`` over the class axis; with ``axis_name`` the axis is sharded and the
-    per-device partial sums are combined with ``lax.psum`` (one number per row
+    """`sum` over the class axis; with `axis_name` the axis is sharded and the
+    per-device partial sums are combined with `lax.psum` (one number per row
     crosses devices, never the class axis itself)."""
     s = jnp.sum(x, axis=axis, keepdims=keepdims)
     return s if axis_name is None else jax.lax.psum(s, axis_name)
@@ -231,20 +231,20 @@ def row_sum(x: jax.Array, axis: int, axis_name: Any = None, keepdims: bool = Fal
 def log_normalizer(
     x: jax.Array, axis: int, axis_name: Any = None
 ) -> tuple[jax.Array, jax.Array]:
-    """``logsumexp`` over ``axis`` as a pair ``(shift, log_sum)`` with keepdims.
+    """`logsumexp` over `axis` as a pair `(shift, log_sum)` with keepdims.
 
-    ``logsumexp = shift + log_sum`` where ``shift`` is the row max and
-    ``log_sum = log sum exp(x - shift)``. Keeping the two apart is what makes
-    log-probabilities shift-invariant: ``(x - shift) - log_sum`` is exact in
-    its first step, whereas ``x - (shift + log_sum)`` rounds ``log_sum``
+    `logsumexp = shift + log_sum` where `shift` is the row max and
+    `log_sum = log sum exp(x - shift)`. Keeping the two apart is what makes
+    log-probabilities shift-invariant: `(x - shift) - log_sum` is exact in
+    its first step, whereas `x - (shift + log_sum)` rounds `log_sum`
     against a possibly huge shift (1e4 + 0.41 in float32 keeps 3 digits).
-    A non-finite max is replaced by 0, so an empty or all-``-inf`` row gets
-    ``log_sum = -inf`` instead of ``-inf - -inf = NaN`` (NaN still propagates).
+    A non-finite max is replaced by 0, so an empty or all-`-inf` row gets
+    `log_sum = -inf` instead of `-inf - -inf = NaN` (NaN still propagates).
 
-    With ``axis_name`` the class axis is sharded over that mesh axis (inside
-    ``shard_map``): the row max is combined with ``lax.pmax`` and the sum with
-    ``lax.psum``. The shift only conditions the sum (its derivative cancels
-    exactly), so it is taken outside differentiation; ``pmax`` has no JVP.
+    With `axis_name` the class axis is sharded over that mesh axis (inside
+    `shard_map`): the row max is combined with `lax.pmax` and the sum with
+    `lax.psum`. The shift only conditions the sum (its derivative cancels
+    exactly), so it is taken outside differentiation; `pmax` has no JVP.
     """
     m = row_shift(x, axis, axis_name)
     return m, jnp.log(row_sum(jnp.exp(x - m), axis, axis_name, keepdims=True))
@@ -253,11 +253,11 @@ def log_normalizer(
 def shifted_exponentials(
     x: jax.Array, where: jax.Array | None, axis: int, axis_name: Any = None
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``(z, shift, e, total)`` for rules that keep ``e`` instead of recomputing it.
+    """`(z, shift, e, total)` for rules that keep `e` instead of recomputing it.
 
-    ``z = prepare_logits(x, where)``, ``e = exp(z - shift)`` with the row max
-    as the shift, and ``total`` its row sum (keepdims). The max is taken in
-    ``x``'s own dtype, where it is exact: a 16-bit ``x`` converted first would
+    `z = prepare_logits(x, where)`, `e = exp(z - shift)` with the row max
+    as the shift, and `total` its row sum (keepdims). The max is taken in
+    `x`'s own dtype, where it is exact: a 16-bit `x` converted first would
     be written out whole in float32 for XLA:CPU's reduction.
     """
     masked = x if where is None else jnp.where(where, x, -jnp.inf)
@@ -268,7 +268,7 @@ def shifted_exponentials(
 
 
 def row_shift(x: jax.Array, axis: int, axis_name: Any = None) -> jax.Array:
-    """The row max with keepdims (0 where it is not finite): the shift of :func:`log_normalizer`."""
+    """The row max with keepdims (0 where it is not finite): the shift of `log_normalizer`."""
     m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
     if axis_name is not None:
         m = jax.lax.pmax(jax.lax.stop_gradient(m), axis_name)
@@ -276,24 +276,24 @@ def row_shift(x: jax.Array, axis: int, axis_name: Any = None) -> jax.Array:
 
 
 def logsumexp_of(normalizer: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """The log-normaliser itself: ``-inf`` for an empty row."""
+    """The log-normaliser itself: `-inf` for an empty row."""
     shift, log_sum = normalizer
     return shift + log_sum
 
 
 def log_probs(x: jax.Array, normalizer: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """``x - logsumexp(x)``, exact in the shift and ``-inf`` (not NaN) on all-``-inf`` rows."""
+    """`x - logsumexp(x)`, exact in the shift and `-inf` (not NaN) on all-`-inf` rows."""
     shift, log_sum = normalizer
     return (x - shift) - jnp.where(log_sum == -jnp.inf, 0.0, log_sum)
 
 
 def zero_where_unused(weight: jax.Array, term: jax.Array) -> jax.Array:
-    """``weight * term`` with 0 wherever ``weight`` is exactly 0 (0 * inf = 0).
+    """`weight * term` with 0 wherever `weight` is exactly 0 (0 * inf = 0).
 
-    The test is ``== 0`` rather than ``> 0`` so that NaN weights propagate.
-    ``term`` is replaced inside as well ("double where"): otherwise
+    The test is `== 0` rather than `> 0` so that NaN weights propagate.
+    `term` is replaced inside as well ("double where"): otherwise
     differentiating this (as higher-order derivatives do) multiplies a zero
-    cotangent by an infinite ``term`` and yields NaN.
+    cotangent by an infinite `term` and yields NaN.
     """
     unused = weight == 0
     return jnp.where(unused, 0.0, weight * jnp.where(unused, 0.0, term))
@@ -302,9 +302,9 @@ def zero_where_unused(weight: jax.Array, term: jax.Array) -> jax.Array:
 def with_tangent(
     coefficient: jax.Array, tangent: jax.Array | None, axis: int, axis_name: Any = None
 ) -> jax.Array | float:
-    """``sum(coefficient * tangent, axis)``, or 0 when the tangent is a known zero.
+    """`sum(coefficient * tangent, axis)`, or 0 when the tangent is a known zero.
 
-    With ``axis_name`` the sum runs over the sharded class axis (see :func:`row_sum`).
+    With `axis_name` the sum runs over the sharded class axis (see `row_sum`).
     """
     if tangent is None:
         return 0.0
@@ -322,7 +322,7 @@ def clip_value(value: jax.Array, low: float | None, high: float | None) -> jax.A
 
 
 def clip_value_only(value: jax.Array, low: float | None, high: float | None) -> jax.Array:
-    """:func:`clip_value` on the value while the gradient stays the formula's."""
+    """`clip_value` on the value while the gradient stays the formula's."""
     clipped = clip_value(value, low, high)
     correction = jnp.where(clipped == value, 0.0, clipped - value)
     return value + jax.lax.stop_gradient(correction)

@@ -1,4 +1,4 @@
-"""``logsumexp``, ``log_softmax`` and ``softmax`` with stable custom derivatives."""
+"""`logsumexp`, `log_softmax` and `softmax` with stable custom derivatives."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from ._rowwise import (
     with_tangent,
 )
 
-# Every kernel below takes ``static = (axis, axis_name)``; ``axis_name`` names
-# the mesh axis the class axis is sharded over inside ``shard_map`` (or None).
+# Every kernel below takes `static = (axis, axis_name)`; `axis_name` names
+# the mesh axis the class axis is sharded over inside `shard_map` (or None).
 
 
 def _prepared(x, where, axis, axis_name):
-    """Validated logits, mask and static ``(axis, axis_name)`` shared by the three primitives."""
+    """Validated logits, mask and static `(axis, axis_name)` shared by the three primitives."""
     x = _validate.float_array(x, "x")
     axis = _validate.normalize_axis(axis, x.ndim)
     where = _validate.mask(where, x.shape)
@@ -51,27 +51,29 @@ _logsumexp = row_kernel(_lse_forward, _lse_tangent, ("full", "mask"))
 def logsumexp(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
     r"""Log of the sum of exponentials over one axis, stable and safe to differentiate.
 
-    .. math:: \operatorname{logsumexp}(x) = \log \sum_i \mathbb{1}[\text{where}_i]\, e^{x_i}
+    $$
+    \operatorname{logsumexp}(x) = \log \sum_i \mathbb{1}[\text{where}_i]\, e^{x_i}
+    $$
 
     The row maximum is subtracted before exponentiating, so logits of any
-    magnitude work. A row that is empty, entirely ``-inf`` or entirely masked
-    gives ``-inf`` with a **zero** gradient (``jax.nn.logsumexp`` gives a NaN
+    magnitude work. A row that is empty, entirely `-inf` or entirely masked
+    gives `-inf` with a **zero** gradient (`jax.nn.logsumexp` gives a NaN
     gradient there). bfloat16/float16 inputs are accumulated in float32 and the
     result is returned in the input dtype.
 
     Args:
-      x: logits, any shape ``[..., K, ...]``, floating point.
+      x: logits, any shape `[..., K, ...]`, floating point.
       axis: the class axis to reduce.
-      where: optional boolean mask broadcastable to ``x``; ``False`` classes are
-        excluded (treated as ``-inf``) and receive zero gradient.
-      axis_name: mesh axis name over which ``axis`` is sharded, when called
-        inside ``shard_map``; row statistics are combined with ``lax.pmax`` /
-        ``lax.psum`` and the class axis is never gathered.
+      where: optional boolean mask broadcastable to `x`; `False` classes are
+        excluded (treated as `-inf`) and receive zero gradient.
+      axis_name: mesh axis name over which `axis` is sharded, when called
+        inside `shard_map`; row statistics are combined with `lax.pmax` /
+        `lax.psum` and the class axis is never gathered.
 
     Returns:
-      ``x`` with ``axis`` removed, dtype of ``x``.
+      `x` with `axis` removed, dtype of `x`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.logsumexp(jnp.array([0.0, jnp.log(3.0)])).round(4))
       1.3863
@@ -97,7 +99,7 @@ def _log_softmax_forward(static, x, where):
 
 
 def _centred_tangent(x, where, norm, dx, static):
-    """``dx - sum(softmax(x) * dx)``: the tangent of ``log_softmax``."""
+    """`dx - sum(softmax(x) * dx)`: the tangent of `log_softmax`."""
     p = _probabilities(x, where, norm)
     dx = dx.astype(p.dtype)
     return dx - row_sum(p * dx, *static, keepdims=True), p
@@ -114,28 +116,30 @@ _log_softmax = row_kernel(_log_softmax_forward, _log_softmax_tangent, ("full", "
 
 
 def log_softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
-    r"""Log-probabilities ``x - logsumexp(x)`` with a stable, cheap derivative.
+    r"""Log-probabilities `x - logsumexp(x)` with a stable, cheap derivative.
 
-    .. math:: \log \operatorname{softmax}(x)_i = x_i - \log \sum_j e^{x_j}
+    $$
+    \log \operatorname{softmax}(x)_i = x_i - \log \sum_j e^{x_j}
+    $$
 
-    The derivative is rebuilt from ``x`` and one log-normaliser per row, so
-    reverse mode stores nothing the size of ``x`` beyond the output. Masked
-    classes come out as ``-inf`` with zero gradient; an entirely masked or
-    ``-inf`` row gives ``-inf`` everywhere and no NaN. Low-precision inputs are
-    accumulated in float32: 1e5 equal float16 logits give ``-11.5129``, not
-    ``-inf``.
+    The derivative is rebuilt from `x` and one log-normaliser per row, so
+    reverse mode stores nothing the size of `x` beyond the output. Masked
+    classes come out as `-inf` with zero gradient; an entirely masked or
+    `-inf` row gives `-inf` everywhere and no NaN. Low-precision inputs are
+    accumulated in float32: 1e5 equal float16 logits give `-11.5129`, not
+    `-inf`.
 
     Args:
-      x: logits ``[..., K, ...]``, floating point.
+      x: logits `[..., K, ...]`, floating point.
       axis: the class axis.
-      where: optional boolean mask broadcastable to ``x``.
-      axis_name: mesh axis name over which ``axis`` is sharded inside
-        ``shard_map`` (see :func:`jaxkl.logsumexp`), or None.
+      where: optional boolean mask broadcastable to `x`.
+      axis_name: mesh axis name over which `axis` is sharded inside
+        `shard_map` (see [jaxkl.logsumexp][]), or None.
 
     Returns:
-      An array shaped like ``x`` with the dtype of ``x``.
+      An array shaped like `x` with the dtype of `x`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.log_softmax(jnp.array([1.0, 1.0])))
       [-0.6931472 -0.6931472]
@@ -166,26 +170,28 @@ _softmax = row_kernel(_softmax_forward, _softmax_tangent, ("full", "mask"))
 
 
 def softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
-    r"""Probabilities ``exp(x - logsumexp(x))`` with a stable, cheap derivative.
+    r"""Probabilities `exp(x - logsumexp(x))` with a stable, cheap derivative.
 
-    .. math:: \operatorname{softmax}(x)_i = e^{x_i} / \sum_j e^{x_j}
+    $$
+    \operatorname{softmax}(x)_i = e^{x_i} / \sum_j e^{x_j}
+    $$
 
     Masked classes get probability 0 and a zero gradient even when their
-    logit is huge (``jax.nn.softmax`` with ``where`` returns a NaN gradient
+    logit is huge (`jax.nn.softmax` with `where` returns a NaN gradient
     there). An entirely masked row gives all zeros.
 
     Args:
-      x: logits ``[..., K, ...]``, floating point.
+      x: logits `[..., K, ...]`, floating point.
       axis: the class axis.
-      where: optional boolean mask broadcastable to ``x``.
-      axis_name: mesh axis name over which ``axis`` is sharded inside
-        ``shard_map`` (see :func:`jaxkl.logsumexp`), or None.
+      where: optional boolean mask broadcastable to `x`.
+      axis_name: mesh axis name over which `axis` is sharded inside
+        `shard_map` (see [jaxkl.logsumexp][]), or None.
 
     Returns:
-      An array shaped like ``x`` with the dtype of ``x``; each row sums to 1
+      An array shaped like `x` with the dtype of `x`; each row sums to 1
       (or 0 if it is entirely masked).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxkl
       >>> print(jaxkl.softmax(jnp.array([0.0, jnp.log(3.0)])))
       [0.25 0.75]

@@ -3,7 +3,7 @@
 Everything here runs while JAX traces a function, on shapes, dtypes and Python
 numbers only, so it costs nothing at run time and raises before any compile.
 Checks on *values* (negative probabilities, rows that do not sum to one) live
-in :mod:`jaxkl._checks`, because a traced value cannot raise.
+in `jaxkl._checks`, because a traced value cannot raise.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def float_array(x: Any, name: str) -> jax.Array:
 def common_dtype(*arrays: jax.Array) -> Any:
     """The floating dtype mixed inputs are promoted to: the widest (bf16 with f16 gives f32).
 
-    Written out rather than left to ``jnp.promote_types`` so that it behaves
-    the same under ``jax_numpy_dtype_promotion="strict"``.
+    Written out rather than left to `jnp.promote_types` so that it behaves
+    the same under `jax_numpy_dtype_promotion="strict"`.
     """
     dtypes = {jnp.dtype(a.dtype) for a in arrays}
     widest = max(dtypes, key=lambda d: d.itemsize)

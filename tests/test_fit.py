@@ -3,6 +3,7 @@
 import logging
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +42,25 @@ def test_thousand_starts_in_one_jitted_call(monkeypatch, caplog):
     np.testing.assert_allclose(r.dist.loc, 3.0, atol=2e-2)
     np.testing.assert_allclose(r.dist.scale, 2.0, atol=2e-2)
     assert (r.steps == 1500).all() and not r.converged.any() and not r.failed.any()
+
+
+def test_new_target_values_reuse_the_compiled_loop(monkeypatch):
+    # The target's arrays are traced arguments of the compiled loop, so a second fit to a
+    # different Normal of the same shapes (same optimizer object) must not trace it again.
+    chex.clear_trace_counter()
+    counted = chex.assert_max_traces(fit_module._fit_chunk.__wrapped__, n=1)
+    static = ("spec", "optimizer", "length", "use_tol")
+    monkeypatch.setattr(fit_module, "_fit_chunk", jax.jit(counted, static_argnames=static))
+    init = Normal(jnp.linspace(-1.0, 1.0, 7), jnp.ones(7))
+    optimizer = optax.adam(0.1)
+    for loc, scale in [(3.0, 2.0), (-1.0, 0.5)]:
+        r = fit(Normal(loc, scale), init, objective="forward_kl", steps=1000, progress=False,
+                optimizer=optimizer)
+        # the optimum of KL(N(loc, scale) || q) over Normals is q = N(loc, scale), from every start
+        chex.assert_trees_all_close(r.dist, Normal(jnp.full(7, loc), jnp.full(7, scale)), atol=2e-2)
+    with pytest.raises(AssertionError, match="traced > 1 times"):  # a new optimizer object does
+        fit(Normal(0.0, 1.0), init, objective="forward_kl", steps=1000, progress=False,
+            optimizer=optax.adam(0.1))
 
 
 def test_study_forward_kl_matches_moments_reverse_kl_finds_the_nearest_mode():

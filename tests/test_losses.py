@@ -1,5 +1,6 @@
 """kl_div copies torch.nn.functional.kl_div; reduce implements the four reductions."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,6 +77,24 @@ def test_gradient_wrt_input_is_minus_target_over_batch():
     p = jnp.asarray(ref.random_probs(rng, (3, 4)))
     g = jax.grad(lambda x: jaxkl.kl_div(x, p, reduction="batchmean"))(log_q)
     np.testing.assert_allclose(g, -np.asarray(p) / 3, rtol=1e-6)
+
+
+def test_jitted_loss_traces_once_for_new_values():
+    # Values are traced, not baked in: a training step with new data reuses the compilation.
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def loss(log_q, p):
+        return jaxkl.kl_div(log_q, p, reduction="batchmean")
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    for key in keys:
+        a, b = jax.random.normal(key, (2, 4, 5))
+        log_q, p = jaxkl.log_softmax(a), jaxkl.softmax(b)
+        np.testing.assert_allclose(loss(log_q, p), torch_kl_div(log_q, p, "batchmean"), rtol=1e-5)
+    with pytest.raises(AssertionError, match="trace"):
+        loss(jnp.zeros((4, 6)), jnp.full((4, 6), 1 / 6))  # a new shape would trace again
 
 
 def test_shapes_must_match():

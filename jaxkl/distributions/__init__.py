@@ -1,9 +1,9 @@
 """Distribution families as immutable pytrees, with an extensible analytic-KL registry.
 
-Every family broadcasts its parameters to one batch shape, works under ``jit``,
-``vmap`` and ``grad`` (parameters are the pytree leaves), and checks concrete
-parameter values at construction (``ValueError``); traced values are checked
-with :meth:`Distribution.check` under ``jax.experimental.checkify``.
+Every family broadcasts its parameters to one batch shape, works under `jit`,
+`vmap` and `grad` (parameters are the pytree leaves), and checks concrete
+parameter values at construction (`ValueError`); traced values are checked
+with [jaxkl.distributions.Distribution.check][] under `jax.experimental.checkify`.
 """
 
 from ._base import Distribution as Distribution

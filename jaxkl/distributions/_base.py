@@ -1,18 +1,18 @@
 """The pytree base class every distribution family derives from.
 
-A family declares its parameters once, as ``(name, event_ndims, constraint)``
+A family declares its parameters once, as `(name, event_ndims, constraint)`
 triples; from that the base class derives everything generic:
 
-* pytree registration (parameters are the leaves, so ``jit``/``vmap``/``grad``
+* pytree registration (parameters are the leaves, so `jit`/`vmap`/`grad`
   see straight through a distribution);
 * conversion to arrays of one floating dtype and *explicit* broadcasting of the
   parameters to a common batch shape (event dimensions must match exactly);
-* value checks: a ``ValueError`` at construction when the values are concrete,
-  and :meth:`Distribution.check` (``checkify``) when they are traced;
-* immutability, ``replace`` and ``batch_shape``/``event_shape``.
+* value checks: a `ValueError` at construction when the values are concrete,
+  and [jaxkl.distributions.Distribution.check][] (`checkify`) when they are traced;
+* immutability, `replace` and `batch_shape`/`event_shape`.
 
-Unflattening bypasses ``__init__`` on purpose: JAX rebuilds pytrees with
-tracers, ``None`` or sentinel objects as leaves, which must not be validated.
+Unflattening bypasses `__init__` on purpose: JAX rebuilds pytrees with
+tracers, `None` or sentinel objects as leaves, which must not be validated.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def is_concrete(*arrays: Any) -> bool:
 
 
 def broadcast_value(x: jax.Array, batch_shape: tuple, event_shape: tuple, name: str = "x"):
-    """Broadcast a value ``[sample..., batch..., event...]`` explicitly; return it and its shape."""
+    """Broadcast a value `[sample..., batch..., event...]` explicitly; return it and its shape."""
     x = jnp.asarray(x)
     event_ndim = len(event_shape)
     if tuple(x.shape[x.ndim - event_ndim :]) != tuple(event_shape) or x.ndim < event_ndim:
@@ -79,16 +79,16 @@ def broadcast_value(x: jax.Array, batch_shape: tuple, event_shape: tuple, name: 
 class Distribution:
     """Base class: an immutable pytree of parameters with a batch and an event shape.
 
-    Subclasses set ``_params`` (``(name, event_ndims, constraint)`` triples with
-    constraint ``"real"``, ``"positive"`` or ``"lower_cholesky"``), call
-    ``self._set_params(...)`` in ``__init__`` and implement the methods that
+    Subclasses set `_params` (`(name, event_ndims, constraint)` triples with
+    constraint `"real"`, `"positive"` or `"lower_cholesky"`), call
+    `self._set_params(...)` in `__init__` and implement the methods that
     make sense for them; they become pytrees automatically. Parameters are
     broadcast to one batch shape at construction, and concrete values that
-    break a constraint raise ``ValueError``. Draws have shape
-    ``sample_shape + batch_shape + event_shape``; ``log_prob`` drops the event
+    break a constraint raise `ValueError`. Draws have shape
+    `sample_shape + batch_shape + event_shape`; `log_prob` drops the event
     dimensions.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from jaxkl.distributions import Distribution
       >>> class Uniform01(Distribution):
@@ -107,9 +107,8 @@ class Distribution:
     """
 
     _params: ClassVar[tuple[tuple[str, int, str], ...]] = ()
-    _event_ndims: ClassVar[int] = 0
-    #: Whether ``sample`` is differentiable in the parameters (reparameterised).
     reparameterized: ClassVar[bool] = True
+    """Whether `sample` is differentiable in the parameters (reparameterised)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -190,7 +189,7 @@ class Distribution:
             )
 
     def _constraints(self, xp: Any = jnp) -> list[tuple[jax.Array, str, jax.Array]]:
-        """``(ok_mask, message, checked_values)`` triples, computed with ``xp`` (jnp or np)."""
+        """`(ok_mask, message, checked_values)` triples, computed with `xp` (jnp or np)."""
         out = []
         for name, _, constraint in self._params:
             x = xp.asarray(getattr(self, name))
@@ -211,11 +210,11 @@ class Distribution:
         return out
 
     def check(self) -> None:
-        """Value checks through ``checkify``, for parameters that are traced.
+        """Value checks through `checkify`, for parameters that are traced.
 
         Concrete parameters are already checked by the constructor. Under
-        ``jit``, wrap the function in ``jax.experimental.checkify.checkify``
-        and call ``err.throw()``.
+        `jit`, wrap the function in `jax.experimental.checkify.checkify`
+        and call `err.throw()`.
         """
         for ok, message, _ in self._constraints():
             checkify.check(jnp.all(ok), f"{type(self).__name__}: {message}")
@@ -253,15 +252,15 @@ class Distribution:
     # ---------------------------------------------------------------- methods
 
     def log_prob(self, x: Any) -> jax.Array:
-        """Log density (or mass) of ``x``; shape ``x.shape`` without the event dims."""
+        """Log density (or mass) of `x`; shape `x.shape` without the event dims."""
         raise NotImplementedError(f"{type(self).__name__} has no log_prob")
 
     def prob(self, x: Any) -> jax.Array:
-        """``exp(log_prob(x))``."""
+        """`exp(log_prob(x))`."""
         return jnp.exp(self.log_prob(x))
 
     def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
-        """Draws of shape ``shape + batch_shape + event_shape``."""
+        """Draws of shape `shape + batch_shape + event_shape`."""
         raise NotImplementedError(f"{type(self).__name__} has no sample")
 
     def entropy(self) -> jax.Array:
@@ -269,17 +268,17 @@ class Distribution:
         raise NotImplementedError(f"{type(self).__name__} has no closed-form entropy")
 
     def mean(self) -> jax.Array:
-        """The mean, shape ``batch_shape + event_shape``."""
+        """The mean, shape `batch_shape + event_shape`."""
         raise NotImplementedError(f"{type(self).__name__} has no mean")
 
     def variance(self) -> jax.Array:
-        """The (marginal) variance, shape ``batch_shape + event_shape``."""
+        """The (marginal) variance, shape `batch_shape + event_shape`."""
         raise NotImplementedError(f"{type(self).__name__} has no variance")
 
     # -------------------------------------------------------------- helpers
 
     def _value(self, x: Any) -> tuple[jax.Array, tuple]:
-        """``x`` as a float array broadcast against batch + event, in the parameters' dtype."""
+        """`x` as a float array broadcast against batch + event, in the parameters' dtype."""
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(self.dtype)
@@ -287,7 +286,7 @@ class Distribution:
         return broadcast_value(x, self.batch_shape, self.event_shape)
 
     def _param(self, name: str, shape: tuple) -> jax.Array:
-        """A parameter broadcast to ``shape`` (sample dims in front)."""
+        """A parameter broadcast to `shape` (sample dims in front)."""
         return jnp.broadcast_to(getattr(self, name), shape)
 
     def _sample_shape(self, shape: Any) -> tuple[int, ...]:

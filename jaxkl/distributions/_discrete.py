@@ -1,8 +1,8 @@
 """Discrete families parameterised by logits: Categorical and Bernoulli.
 
 Both reuse the core log-space kernels (a Bernoulli is a two-class categorical
-with logits ``[l, 0]``), so ``-inf`` logits and huge logits behave as they do in
-:func:`jaxkl.entropy_from_logits`. Neither sampler is reparameterisable.
+with logits `[l, 0]`), so `-inf` logits and huge logits behave as they do in
+[jaxkl.entropy_from_logits][]. Neither sampler is reparameterisable.
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ def _integer_value(x: Any, name: str = "x") -> jax.Array:
 
 
 class Categorical(Distribution):
-    r"""Categorical distribution over ``K`` classes, from (unnormalised) logits.
+    r"""Categorical distribution over `K` classes, from (unnormalised) logits.
 
-    .. math:: \log p(k) = \text{logits}_k - \log\sum_j e^{\text{logits}_j},
-              \qquad H = -\sum_k p_k \log p_k
+    $$
+    \log p(k) = \text{logits}_k - \log\sum_j e^{\text{logits}_j},
+    \qquad H = -\sum_k p_k \log p_k
+    $$
 
-    Draws are integer class indices (event shape ``()``); ``log_prob`` of an
-    index outside ``[0, K)`` is ``-inf``.
+    Draws are integer class indices (event shape `()`); `log_prob` of an
+    index outside `[0, K)` is `-inf`.
 
     Args:
-      logits: ``[..., K]``; ``-inf`` marks a class of probability 0.
+      logits: `[..., K]`; `-inf` marks a class of probability 0.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import Categorical
@@ -58,12 +60,12 @@ class Categorical(Distribution):
 
     @property
     def num_classes(self) -> int:
-        """``K``."""
+        """`K`."""
         return self.logits.shape[-1]
 
     @property
     def probs(self) -> jax.Array:
-        """``softmax(logits)``, shape ``[..., K]``."""
+        """`softmax(logits)`, shape `[..., K]`."""
         return softmax(self.logits)
 
     def log_prob(self, x):
@@ -84,23 +86,25 @@ class Categorical(Distribution):
 
 
 def _two_class(logits: jax.Array) -> jax.Array:
-    """Bernoulli logits ``l`` as two-class logits ``[l, 0]`` (probability of 1 first)."""
+    """Bernoulli logits `l` as two-class logits `[l, 0]` (probability of 1 first)."""
     return jnp.stack([logits, jnp.zeros_like(logits)], axis=-1)
 
 
 class Bernoulli(Distribution):
-    r"""Bernoulli distribution of ``x in {0, 1}`` with ``P(x = 1) = sigmoid(logits)``.
+    r"""Bernoulli distribution of `x in {0, 1}` with `P(x = 1) = sigmoid(logits)`.
 
-    .. math:: \log p(1) = -\operatorname{softplus}(-l), \quad
-              \log p(0) = -\operatorname{softplus}(l)
+    $$
+    \log p(1) = -\operatorname{softplus}(-l), \quad
+    \log p(0) = -\operatorname{softplus}(l)
+    $$
 
-    Draws are ``0.0``/``1.0`` in the logits' dtype; ``log_prob`` of any other
-    value is ``-inf``.
+    Draws are `0.0`/`1.0` in the logits' dtype; `log_prob` of any other
+    value is `-inf`.
 
     Args:
       logits: any shape.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import Bernoulli

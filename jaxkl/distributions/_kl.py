@@ -1,6 +1,6 @@
 """Analytic KL divergence between distributions, through an extensible registry.
 
-``kl_divergence(p, q)`` finds the function registered for the pair of types
+`kl_divergence(p, q)` finds the function registered for the pair of types
 (walking both classes' MROs, most specific first), broadcasts the two batch
 shapes explicitly and calls it. Built-in closed forms cover every same-family
 pair except mixtures. Each value is clamped at 0 (rounding can otherwise give a
@@ -28,7 +28,7 @@ _REGISTRY: dict[tuple[type, type], KLFunction] = {}
 
 
 def register_kl(type_p: type, type_q: type) -> Callable[[KLFunction], KLFunction]:
-    """Decorator registering ``fn(p, q)`` as the analytic ``KL(p || q)`` for two types.
+    """Decorator registering `fn(p, q)` as the analytic `KL(p || q)` for two types.
 
     The function receives two distributions whose batch shapes have already
     been broadcast to a common shape and returns one value per batch member.
@@ -36,13 +36,13 @@ def register_kl(type_p: type, type_q: type) -> Callable[[KLFunction], KLFunction
     registering a pair again replaces the earlier function.
 
     Args:
-      type_p: class of the first argument (a :class:`Distribution` subclass).
+      type_p: class of the first argument (a [jaxkl.distributions.Distribution][] subclass).
       type_q: class of the second argument.
 
     Returns:
       The decorator (it returns the function unchanged).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import Exponential, Gamma, kl_divergence, register_kl
@@ -53,8 +53,8 @@ def register_kl(type_p: type, type_q: type) -> Callable[[KLFunction], KLFunction
       0.0
 
     References:
-      The same design as ``torch.distributions.kl.register_kl`` and
-      ``tfp.distributions.RegisterKL``.
+      The same design as `torch.distributions.kl.register_kl` and
+      `tfp.distributions.RegisterKL`.
     """
     for t, name in ((type_p, "type_p"), (type_q, "type_q")):
         if not (isinstance(t, type) and issubclass(t, Distribution)):
@@ -77,22 +77,22 @@ def _lookup(type_p: type, type_q: type) -> KLFunction | None:
 
 
 def has_kl(p: Distribution, q: Distribution) -> bool:
-    """Whether :func:`kl_divergence` has a closed form for the types of ``p`` and ``q``.
+    """Whether [jaxkl.distributions.kl_divergence][] has a closed form for the types of `p` and `q`.
 
     Args:
       p: a distribution.
       q: a distribution.
 
     Returns:
-      ``True`` if a function is registered for the pair (or for base classes of it).
+      `True` if a function is registered for the pair (or for base classes of it).
 
-    Example:
+    Examples:
       >>> from jaxkl.distributions import Laplace, Normal, has_kl
       >>> has_kl(Normal(0.0, 1.0), Normal(1.0, 1.0)), has_kl(Normal(0.0, 1.0), Laplace(0.0, 1.0))
       (True, False)
 
     References:
-      See :func:`register_kl`.
+      See [jaxkl.distributions.register_kl][].
     """
     return _lookup(type(p), type(q)) is not None
 
@@ -110,30 +110,32 @@ def _broadcast_batch(d: Distribution, batch: tuple) -> Distribution:
 
 
 def kl_divergence(p: Distribution, q: Distribution) -> jax.Array:
-    r"""Analytic ``KL(p || q)`` in nats for a registered pair of distribution types.
+    r"""Analytic `KL(p || q)` in nats for a registered pair of distribution types.
 
-    .. math:: \mathrm{KL}(p\,\|\,q) = \mathbb E_{x\sim p}\big[\log p(x) - \log q(x)\big]
+    $$
+    \mathrm{KL}(p\,\|\,q) = \mathbb E_{x\sim p}\big[\log p(x) - \log q(x)\big]
+    $$
 
     Closed forms are built in for every same-family pair (Normal, Laplace,
     Exponential, Gamma, Beta, MultivariateNormalDiag, MultivariateNormalTriL,
     Dirichlet, Categorical and Bernoulli, the last two through
-    :func:`jaxkl.kl_divergence_from_logits`); add others with
-    :func:`register_kl`. The batch shapes of ``p`` and ``q`` are broadcast
+    [jaxkl.kl_divergence_from_logits][]); add others with
+    [jaxkl.distributions.register_kl][]. The batch shapes of `p` and `q` are broadcast
     against each other (explicitly, as NumPy does); event shapes must match.
 
     Args:
-      p: a distribution with batch shape ``B1``.
-      q: a distribution with batch shape ``B2`` broadcastable with ``B1``.
+      p: a distribution with batch shape `B1`.
+      q: a distribution with batch shape `B2` broadcastable with `B1`.
 
     Returns:
-      ``broadcast(B1, B2)``-shaped KL values, ``>= 0`` (``+inf`` where ``q``
-      puts no mass on part of ``p``'s support).
+      `broadcast(B1, B2)`-shaped KL values, `>= 0` (`+inf` where `q`
+      puts no mass on part of `p`'s support).
 
     Raises:
-      NotImplementedError: no KL is registered for ``(type(p), type(q))``.
+      NotImplementedError: no KL is registered for `(type(p), type(q))`.
       ValueError: batch shapes that do not broadcast, or different event shapes.
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> from jaxkl.distributions import Normal, kl_divergence
       >>> print(np.asarray(kl_divergence(Normal(0.0, 1.0), Normal(1.0, 2.0))).round(4))

@@ -1,4 +1,4 @@
-"""Finite mixtures of one family: ``p(x) = sum_k w_k p_k(x)`` with ``w = softmax(logits)``."""
+"""Finite mixtures of one family: `p(x) = sum_k w_k p_k(x)` with `w = softmax(logits)`."""
 
 from __future__ import annotations
 
@@ -13,25 +13,29 @@ from ._base import REAL, Distribution, _as_float, broadcast_value
 
 
 class MixtureSameFamily(Distribution):
-    r"""Mixture of ``K`` components of one family, weighted by ``softmax(mixture_logits)``.
+    r"""Mixture of `K` components of one family, weighted by `softmax(mixture_logits)`.
 
-    .. math:: \log p(x) = \log\sum_{k=1}^K \operatorname{softmax}(\text{mixture\_logits})_k\,
-              p_k(x)
+    $$
+    \log p(x) = \log\sum_{k=1}^K \operatorname{softmax}(\text{mixture\_logits})_k\,
+    p_k(x)
+    $$
 
-    .. math:: \mathbb E[x] = \sum_k w_k \mu_k, \qquad
-              \operatorname{Var}[x] = \sum_k w_k(\sigma_k^2 + \mu_k^2) - \mathbb E[x]^2
+    $$
+    \mathbb E[x] = \sum_k w_k \mu_k, \qquad
+    \operatorname{Var}[x] = \sum_k w_k(\sigma_k^2 + \mu_k^2) - \mathbb E[x]^2
+    $$
 
     The mixture's batch shape is the components' batch shape without its last
-    axis (the ``K`` components). Sampling picks a component per draw, so it is
+    axis (the `K` components). Sampling picks a component per draw, so it is
     not reparameterised in the weights; the entropy has no closed form (raises
-    ``NotImplementedError``), and there is no analytic KL between mixtures.
+    `NotImplementedError`), and there is no analytic KL between mixtures.
 
     Args:
-      mixture_logits: ``[..., K]`` unnormalised log-weights; broadcast to
-        ``components.batch_shape``.
-      components: a distribution whose batch shape ends with ``K``.
+      mixture_logits: `[..., K]` unnormalised log-weights; broadcast to
+        `components.batch_shape`.
+      components: a distribution whose batch shape ends with `K`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import MixtureSameFamily, Normal
@@ -104,7 +108,7 @@ class MixtureSameFamily(Distribution):
 
     @property
     def weights(self) -> jax.Array:
-        """Mixture weights ``softmax(mixture_logits)``, shape ``[..., K]``."""
+        """Mixture weights `softmax(mixture_logits)`, shape `[..., K]`."""
         return softmax(self.mixture_logits)
 
     def _component_axis(self) -> int:

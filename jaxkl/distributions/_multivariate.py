@@ -24,16 +24,18 @@ class _VectorEvent(Distribution):
 
 
 class MultivariateNormalDiag(_VectorEvent):
-    r"""Multivariate Normal with diagonal covariance ``diag(scale_diag**2)``.
+    r"""Multivariate Normal with diagonal covariance `diag(scale_diag**2)`.
 
-    .. math:: \log p(x) = \sum_{i=1}^d \Big[-\tfrac12\big(\tfrac{x_i-\mu_i}{\sigma_i}\big)^2
-              - \log\sigma_i\Big] - \tfrac d2 \log 2\pi
+    $$
+    \log p(x) = \sum_{i=1}^d \Big[-\tfrac12\big(\tfrac{x_i-\mu_i}{\sigma_i}\big)^2
+    - \log\sigma_i\Big] - \tfrac d2 \log 2\pi
+    $$
 
     Args:
-      loc: ``[..., d]`` mean.
-      scale_diag: ``[..., d]`` standard deviations ``> 0``; batch dims broadcast.
+      loc: `[..., d]` mean.
+      scale_diag: `[..., d]` standard deviations `> 0`; batch dims broadcast.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import MultivariateNormalDiag
@@ -48,7 +50,6 @@ class MultivariateNormalDiag(_VectorEvent):
     """
 
     _params = (("loc", 1, REAL), ("scale_diag", 1, POSITIVE))
-    _event_ndims = 1
 
     def __init__(self, loc: Any, scale_diag: Any):
         self._set_params(loc=loc, scale_diag=scale_diag)
@@ -75,32 +76,34 @@ class MultivariateNormalDiag(_VectorEvent):
         return jnp.square(self.scale_diag)
 
     def covariance(self) -> jax.Array:
-        """``[..., d, d]`` covariance matrix."""
+        """`[..., d, d]` covariance matrix."""
         v = self.variance()
         return v[..., :, None] * jnp.eye(v.shape[-1], dtype=v.dtype)
 
 
 def _solve_lower(tril: jax.Array, b: jax.Array) -> jax.Array:
-    """``tril^{-1} b`` for ``b`` of shape ``[..., d]`` or ``[..., d, k]`` with equal batch dims."""
+    """`tril^{-1} b` for `b` of shape `[..., d]` or `[..., d, k]` with equal batch dims."""
     return jax.lax.linalg.triangular_solve(tril, b, left_side=True, lower=True)
 
 
 class MultivariateNormalTriL(_VectorEvent):
-    r"""Multivariate Normal with covariance ``L L^T`` given by its Cholesky factor ``L``.
+    r"""Multivariate Normal with covariance `L L^T` given by its Cholesky factor `L`.
 
-    .. math:: \log p(x) = -\tfrac12 \lVert L^{-1}(x-\mu)\rVert^2 - \sum_i \log L_{ii}
-              - \tfrac d2 \log 2\pi, \qquad H = \tfrac d2(1+\log 2\pi) + \sum_i \log L_{ii}
+    $$
+    \log p(x) = -\tfrac12 \lVert L^{-1}(x-\mu)\rVert^2 - \sum_i \log L_{ii}
+    - \tfrac d2 \log 2\pi, \qquad H = \tfrac d2(1+\log 2\pi) + \sum_i \log L_{ii}
+    $$
 
     Args:
-      loc: ``[..., d]`` mean.
-      scale_tril: ``[..., d, d]`` lower-triangular with a positive diagonal (so
-        ``L L^T`` is positive definite); batch dims broadcast against ``loc``.
+      loc: `[..., d]` mean.
+      scale_tril: `[..., d, d]` lower-triangular with a positive diagonal (so
+        `L L^T` is positive definite); batch dims broadcast against `loc`.
 
     Raises:
-      ValueError: concrete ``scale_tril`` with a diagonal entry ``<= 0`` or a
-        non-zero above the diagonal, or mismatched ``d``.
+      ValueError: concrete `scale_tril` with a diagonal entry `<= 0` or a
+        non-zero above the diagonal, or mismatched `d`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import MultivariateNormalTriL
@@ -117,7 +120,6 @@ class MultivariateNormalTriL(_VectorEvent):
     """
 
     _params = (("loc", 1, REAL), ("scale_tril", 2, LOWER_CHOLESKY))
-    _event_ndims = 1
 
     def __init__(self, loc: Any, scale_tril: Any):
         self._set_params(loc=loc, scale_tril=scale_tril)
@@ -159,25 +161,29 @@ class MultivariateNormalTriL(_VectorEvent):
         return jnp.sum(jnp.square(self.scale_tril), axis=-1)
 
     def covariance(self) -> jax.Array:
-        """``[..., d, d]`` covariance matrix ``L L^T``."""
+        """`[..., d, d]` covariance matrix `L L^T`."""
         return self.scale_tril @ jnp.swapaxes(self.scale_tril, -1, -2)
 
 
 class Dirichlet(_VectorEvent):
     r"""Dirichlet distribution on the probability simplex.
 
-    .. math:: \log p(x) = \sum_i (\alpha_i - 1)\log x_i - \Big[\sum_i \log\Gamma(\alpha_i)
-              - \log\Gamma(\alpha_0)\Big], \qquad \alpha_0 = \sum_i \alpha_i
+    $$
+    \log p(x) = \sum_i (\alpha_i - 1)\log x_i - \Big[\sum_i \log\Gamma(\alpha_i)
+    - \log\Gamma(\alpha_0)\Big], \qquad \alpha_0 = \sum_i \alpha_i
+    $$
 
-    .. math:: H = \log B(\alpha) + (\alpha_0 - K)\psi(\alpha_0) - \sum_i (\alpha_i - 1)\psi(\alpha_i)
+    $$
+    H = \log B(\alpha) + (\alpha_0 - K)\psi(\alpha_0) - \sum_i (\alpha_i - 1)\psi(\alpha_i)
+    $$
 
-    Samples are reparameterised (implicitly, through ``jax.random.dirichlet``).
-    ``log_prob`` is ``-inf`` for a negative entry; it does not check that ``x`` sums to 1.
+    Samples are reparameterised (implicitly, through `jax.random.dirichlet`).
+    `log_prob` is `-inf` for a negative entry; it does not check that `x` sums to 1.
 
     Args:
-      concentration: ``[..., K]`` with every entry ``> 0``.
+      concentration: `[..., K]` with every entry `> 0`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import Dirichlet
@@ -190,7 +196,6 @@ class Dirichlet(_VectorEvent):
     """
 
     _params = (("concentration", 1, POSITIVE),)
-    _event_ndims = 1
 
     def __init__(self, concentration: Any):
         self._set_params(concentration=concentration)

@@ -2,7 +2,7 @@
 
 Every sampler is reparameterised: location-scale families by construction,
 Gamma and Beta through JAX's implicitly reparameterised samplers
-(``jax.random.gamma`` is differentiable in its shape parameter).
+(`jax.random.gamma` is differentiable in its shape parameter).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _outside(x: jax.Array, low: float, high: float | None = None) -> jax.Array:
-    """True where ``x`` is outside the support ``[low, high]``."""
+    """True where `x` is outside the support `[low, high]`."""
     out = x < low
     return out if high is None else out | (x > high)
 
 
 class _LocationScale(Distribution):
-    """``loc + scale * standard draw``: reparameterised by construction."""
+    """`loc + scale * standard draw`: reparameterised by construction."""
 
     _params = (("loc", 0, REAL), ("scale", 0, POSITIVE))
     _standard: Any = None  # jax.random sampler of the standard (loc 0, scale 1) member
@@ -47,20 +47,22 @@ class _LocationScale(Distribution):
 
 
 class Normal(_LocationScale):
-    r"""Normal (Gaussian) distribution ``N(loc, scale**2)``.
+    r"""Normal (Gaussian) distribution `N(loc, scale**2)`.
 
-    .. math:: \log p(x) = -\tfrac12 \big(\tfrac{x-\mu}{\sigma}\big)^2 - \log\sigma
-              - \tfrac12 \log 2\pi, \qquad H = \tfrac12 \log(2\pi e \sigma^2)
+    $$
+    \log p(x) = -\tfrac12 \big(\tfrac{x-\mu}{\sigma}\big)^2 - \log\sigma
+    - \tfrac12 \log 2\pi, \qquad H = \tfrac12 \log(2\pi e \sigma^2)
+    $$
 
     Args:
-      loc: mean ``mu``, any shape.
-      scale: standard deviation ``sigma > 0``; broadcast against ``loc`` to give
+      loc: mean `mu`, any shape.
+      scale: standard deviation `sigma > 0`; broadcast against `loc` to give
         the batch shape.
 
     Raises:
-      ValueError: concrete ``scale <= 0`` or shapes that do not broadcast.
+      ValueError: concrete `scale <= 0` or shapes that do not broadcast.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> import numpy as np
       >>> from jaxkl.distributions import Normal
@@ -92,15 +94,17 @@ class Normal(_LocationScale):
 
 
 class Laplace(_LocationScale):
-    r"""Laplace distribution with location ``loc`` and scale ``b``.
+    r"""Laplace distribution with location `loc` and scale `b`.
 
-    .. math:: \log p(x) = -\frac{|x-\mu|}{b} - \log 2b, \qquad H = 1 + \log 2b
+    $$
+    \log p(x) = -\frac{|x-\mu|}{b} - \log 2b, \qquad H = 1 + \log 2b
+    $$
 
     Args:
       loc: location (the mean and median), any shape.
-      scale: ``b > 0``; broadcast against ``loc``.
+      scale: `b > 0`; broadcast against `loc`.
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> from jaxkl.distributions import Laplace
       >>> d = Laplace(1.0, 2.0)
@@ -126,14 +130,16 @@ class Laplace(_LocationScale):
 
 
 class Exponential(Distribution):
-    r"""Exponential distribution with ``rate`` (inverse scale), support ``x >= 0``.
+    r"""Exponential distribution with `rate` (inverse scale), support `x >= 0`.
 
-    .. math:: \log p(x) = \log\lambda - \lambda x, \qquad H = 1 - \log\lambda
+    $$
+    \log p(x) = \log\lambda - \lambda x, \qquad H = 1 - \log\lambda
+    $$
 
     Args:
-      rate: ``lambda > 0``, any shape.
+      rate: `lambda > 0`, any shape.
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> from jaxkl.distributions import Exponential
       >>> d = Exponential(2.0)
@@ -170,19 +176,23 @@ class Exponential(Distribution):
 
 
 class Gamma(Distribution):
-    r"""Gamma distribution with ``concentration`` (shape) ``alpha`` and ``rate`` ``beta``.
+    r"""Gamma distribution with `concentration` (shape) `alpha` and `rate` `beta`.
 
-    .. math:: \log p(x) = \alpha\log\beta + (\alpha-1)\log x - \beta x - \log\Gamma(\alpha)
+    $$
+    \log p(x) = \alpha\log\beta + (\alpha-1)\log x - \beta x - \log\Gamma(\alpha)
+    $$
 
-    .. math:: H = \alpha - \log\beta + \log\Gamma(\alpha) + (1-\alpha)\psi(\alpha)
+    $$
+    H = \alpha - \log\beta + \log\Gamma(\alpha) + (1-\alpha)\psi(\alpha)
+    $$
 
-    Samples are reparameterised (implicitly, through ``jax.random.gamma``).
+    Samples are reparameterised (implicitly, through `jax.random.gamma`).
 
     Args:
-      concentration: ``alpha > 0``.
-      rate: ``beta > 0``; broadcast against ``concentration``.
+      concentration: `alpha > 0`.
+      rate: `beta > 0`; broadcast against `concentration`.
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> from jaxkl.distributions import Gamma
       >>> d = Gamma(2.0, 4.0)
@@ -222,19 +232,23 @@ class Gamma(Distribution):
 
 
 class Beta(Distribution):
-    r"""Beta distribution on ``[0, 1]`` with concentrations ``a`` and ``b``.
+    r"""Beta distribution on `[0, 1]` with concentrations `a` and `b`.
 
-    .. math:: \log p(x) = (a-1)\log x + (b-1)\log(1-x) - \log B(a, b)
+    $$
+    \log p(x) = (a-1)\log x + (b-1)\log(1-x) - \log B(a, b)
+    $$
 
-    .. math:: H = \log B(a,b) - (a-1)\psi(a) - (b-1)\psi(b) + (a+b-2)\psi(a+b)
+    $$
+    H = \log B(a,b) - (a-1)\psi(a) - (b-1)\psi(b) + (a+b-2)\psi(a+b)
+    $$
 
-    Samples are reparameterised (implicitly, through ``jax.random.beta``).
+    Samples are reparameterised (implicitly, through `jax.random.beta`).
 
     Args:
-      a: concentration of ``x``, ``> 0``.
-      b: concentration of ``1 - x``, ``> 0``; broadcast against ``a``.
+      a: concentration of `x`, `> 0`.
+      b: concentration of `1 - x`, `> 0`; broadcast against `a`.
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> from jaxkl.distributions import Beta
       >>> d = Beta(2.0, 2.0)

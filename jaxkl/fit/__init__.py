@@ -1,7 +1,7 @@
 """Fit a distribution family to a target by minimising a divergence with optax.
 
-See :func:`fit` for the objectives and estimators, :func:`plot` for 1-D plots,
-and ``python -m jaxkl.fit.study`` for the forward-vs-reverse KL study.
+See [jaxkl.fit.fit][] for the objectives and estimators, [jaxkl.fit.plot][] for 1-D plots,
+and `python -m jaxkl.fit.study` for the forward-vs-reverse KL study.
 """
 
 from ._fit import FitResult as FitResult

@@ -1,9 +1,9 @@
-"""The fitter: optax on unconstrained parameters, one ``lax.scan`` per chunk under ``jit``.
+"""The fitter: optax on unconstrained parameters, one `lax.scan` per chunk under `jit`.
 
-All starts (the leading batch dimensions of ``init``) are flattened to one
-axis and advanced together with ``vmap``; each start has its own optimiser
+All starts (the leading batch dimensions of `init`) are flattened to one
+axis and advanced together with `vmap`; each start has its own optimiser
 state, its own convergence flag and its own failure flag. A start that
-converges (``|loss_t - loss_{t-1}| < tol``) or whose loss or gradient is not
+converges (`|loss_t - loss_{t-1}| < tol`) or whose loss or gradient is not
 finite is frozen in place while the others continue. The scan runs in chunks
 of equal length (the last one padded with frozen steps, so there is one
 compilation) and control returns to Python between chunks to report progress
@@ -12,11 +12,12 @@ and stop early.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,23 +36,23 @@ _DEFAULT_OPTIMIZER = optax.adam(0.05)
 
 @dataclasses.dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` returns.
+    """What [jaxkl.fit.fit][] returns.
 
     Attributes:
-      dist: the fitted distribution(s), same type and batch shape as ``init``.
-      losses: ``[T, *starts]`` loss history; ``losses[t]`` is the loss at the
-        parameters before update ``t``. A start that stopped early repeats its
+      dist: the fitted distribution(s), same type and batch shape as `init`.
+      losses: `[T, *starts]` loss history; `losses[t]` is the loss at the
+        parameters before update `t`. A start that stopped early repeats its
         last loss.
-      steps: ``[*starts]`` number of updates applied to each start.
-      converged: ``[*starts]`` whether the ``tol`` criterion was met (all
-        ``False`` when ``tol`` is None).
-      failed: ``[*starts]`` whether the loss or gradient became NaN/inf (only
-        reachable with ``on_nan="warn"``; ``"raise"`` raises instead).
-      failed_step: ``[*starts]`` the step at which it did, ``-1`` otherwise.
+      steps: `[*starts]` number of updates applied to each start.
+      converged: `[*starts]` whether the `tol` criterion was met (all
+        `False` when `tol` is None).
+      failed: `[*starts]` whether the loss or gradient became NaN/inf (only
+        reachable with `on_nan="warn"`; `"raise"` raises instead).
+      failed_step: `[*starts]` the step at which it did, `-1` otherwise.
       objective: the objective that was minimised.
-      estimator: the estimator that was used (``"auto"`` resolved).
+      estimator: the estimator that was used (`"auto"` resolved).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from jaxkl.distributions import Normal
       >>> from jaxkl.fit import fit
@@ -60,7 +61,7 @@ class FitResult:
       ([10, 10, 10], [False, False, False], 'analytic')
 
     References:
-      See :func:`fit`.
+      See [jaxkl.fit.fit][].
     """
 
     dist: Distribution
@@ -73,8 +74,21 @@ class FitResult:
     estimator: str
 
 
+class _Carry(NamedTuple):
+    """The state `lax.scan` carries from step to step; all but `key` lead with the start axis."""
+
+    free: Any  # unconstrained parameters
+    opt_state: Any  # the optimiser's state
+    key: jax.Array  # PRNG key for Monte Carlo estimators (one, shared by all starts)
+    last_loss: jax.Array  # the latest finite loss (inf before the first step)
+    active: jax.Array  # still updating: neither converged, failed nor done
+    converged: jax.Array  # met the `tol` criterion
+    failed_step: jax.Array  # the step whose loss or gradient was not finite, -1 if none
+    steps_taken: jax.Array  # updates applied
+
+
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
-    """Per start, ``new`` where ``mask`` else ``old`` (leaves lead with the start axis)."""
+    """Per start, `new` where `mask` else `old` (leaves lead with the start axis)."""
 
     def pick(a, b):
         m = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a.shape)
@@ -91,20 +105,10 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def _optax_promotion():
     """optax mixes Python floats and int32 counters: let it, even under strict promotion."""
-    return _Both(jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"))
-
-
-class _Both:
-    def __init__(self, a, b):
-        self.a, self.b = a, b
-
-    def __enter__(self):
-        self.a.__enter__()
-        self.b.__enter__()
-
-    def __exit__(self, *exc):
-        self.b.__exit__(*exc)
-        return self.a.__exit__(*exc)
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.numpy_dtype_promotion("standard"))
+    stack.enter_context(jax.numpy_rank_promotion("allow"))
+    return stack
 
 
 def _init_state(optimizer, free):
@@ -114,14 +118,14 @@ def _init_state(optimizer, free):
 
 @functools.partial(jax.jit, static_argnames=("spec", "optimizer", "length", "use_tol"))
 def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, length, use_tol):
-    """``length`` steps of the fit for every start, as one ``lax.scan``.
+    """`length` steps of the fit for every start, as one `lax.scan`.
 
-    Everything that changes the program is static (``spec``, the optimizer,
-    the chunk length); the target's arrays, the grid, ``steps`` and ``tol`` are
+    Everything that changes the program is static (`spec`, the optimizer,
+    the chunk length); the target's arrays, the grid, `steps` and `tol` are
     traced, so fitting new data of the same shapes reuses the compilation.
     """
     loss_fn = make_loss(spec)
-    stochastic = spec[2] == "mc"
+    stochastic = spec.estimator == "mc"
 
     def loss_of(free, key):
         return loss_fn(constrain(free), key, target, grid)
@@ -129,7 +133,7 @@ def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, lengt
     value_and_grad = jax.vmap(jax.value_and_grad(loss_of))
     update = jax.vmap(optimizer.update)
 
-    def step(carry, t):
+    def step(carry: _Carry, t):
         free, opt_state, key, last, active, converged, failed_step, count = carry
         if stochastic:
             key, sub = jax.random.split(key)
@@ -154,7 +158,7 @@ def _fit_chunk(carry, start, steps, tol, target, grid, *, spec, optimizer, lengt
         record = jnp.where(ok, loss, last)
         last = jnp.where(ok, loss, last)
         count = count + ok.astype(count.dtype)
-        carry = (free, opt_state, key, last, active, converged, failed_step, count)
+        carry = _Carry(free, opt_state, key, last, active, converged, failed_step, count)
         return carry, record
 
     return jax.lax.scan(step, carry, start + jnp.arange(length, dtype=jnp.int32))
@@ -165,15 +169,15 @@ def _initial_carry(init, key, optimizer, starts):
     """Everything the scan carries, built in one compiled call (not dozens of eager ops)."""
     n_starts, lead = math.prod(starts), len(starts)
     free = jax.tree.map(lambda x: x.reshape((n_starts,) + x.shape[lead:]), unconstrain(init))
-    return (
-        free,
-        _init_state(optimizer, free),
-        key,
-        jnp.full((n_starts,), jnp.inf, init.dtype),
-        jnp.ones((n_starts,), bool),
-        jnp.zeros((n_starts,), bool),
-        jnp.full((n_starts,), -1, jnp.int32),
-        jnp.zeros((n_starts,), jnp.int32),
+    return _Carry(
+        free=free,
+        opt_state=_init_state(optimizer, free),
+        key=key,
+        last_loss=jnp.full((n_starts,), jnp.inf, init.dtype),
+        active=jnp.ones((n_starts,), bool),
+        converged=jnp.zeros((n_starts,), bool),
+        failed_step=jnp.full((n_starts,), -1, jnp.int32),
+        steps_taken=jnp.zeros((n_starts,), jnp.int32),
     )
 
 
@@ -224,64 +228,64 @@ def fit(
     progress: bool = True,
     on_nan: str = "raise",
 ) -> FitResult:
-    r"""Fit the parameters of ``init`` to ``target`` by minimising a divergence with optax.
+    r"""Fit the parameters of `init` to `target` by minimising a divergence with optax.
 
-    Objectives (``P`` the target, ``Q`` the fitted distribution):
+    Objectives (`P` the target, `Q` the fitted distribution):
 
-    * ``"forward_kl"``: :math:`\mathrm{KL}(P\|Q) = \mathbb E_P[\log P - \log Q]`
+    * `"forward_kl"`: $\mathrm{KL}(P\|Q) = \mathbb E_P[\log P - \log Q]$
       -- mass-covering; on samples it is maximum likelihood (the loss is then the
-      negative log-likelihood, i.e. the KL plus the unknown entropy of ``P``);
-    * ``"reverse_kl"``: :math:`\mathrm{KL}(Q\|P)` -- mode-seeking; with an
+      negative log-likelihood, i.e. the KL plus the unknown entropy of `P`);
+    * `"reverse_kl"`: $\mathrm{KL}(Q\|P)$ -- mode-seeking; with an
       unnormalised log-density it is variational inference (the loss is the
-      negative ELBO, i.e. the KL minus :math:`\log Z`);
-    * ``"js"``: :math:`\tfrac12\mathrm{KL}(P\|M) + \tfrac12\mathrm{KL}(Q\|M)`, :math:`M = \tfrac{P+Q}2`;
-    * ``"mse"``, ``"l1"``, ``"cosine"``: :math:`\sum_i (p_i-q_i)^2`, :math:`\sum_i |p_i-q_i|`
-      and :math:`1 - p\cdot q/(\|p\|\|q\|)` between the masses :math:`p_i, q_i` that the
+      negative ELBO, i.e. the KL minus $\log Z$);
+    * `"js"`: $\tfrac12\mathrm{KL}(P\|M) + \tfrac12\mathrm{KL}(Q\|M)$, $M = \tfrac{P+Q}2$;
+    * `"mse"`, `"l1"`, `"cosine"`: $\sum_i (p_i-q_i)^2$, $\sum_i |p_i-q_i|$
+      and $1 - p\cdot q/(\|p\|\|q\|)$ between the masses $p_i, q_i$ that the
       two densities put on the grid points (normalised on the grid) -- baselines for
       comparison studies.
 
-    Estimators: ``"analytic"`` (a registered closed form), ``"grid"``
-    (densities on ``grid`` normalised there in log space, then the core logits
-    kernels), ``"mc"`` (``num_samples`` reparameterised draws of ``Q``, or
-    draws of ``P`` for the forward direction) and ``"auto"``: analytic if
-    registered, else grid if ``grid`` is given, else Monte Carlo.
+    Estimators: `"analytic"` (a registered closed form), `"grid"`
+    (densities on `grid` normalised there in log space, then the core logits
+    kernels), `"mc"` (`num_samples` reparameterised draws of `Q`, or
+    draws of `P` for the forward direction) and `"auto"`: analytic if
+    registered, else grid if `grid` is given, else Monte Carlo.
 
     Parameters are optimised in an unconstrained space (softplus for scales
     and rates, a Cholesky factor with a softplus diagonal for covariances). The
-    loop is a ``jax.lax.scan`` under ``jit``, run in equal chunks so that
-    progress can be reported between them; with ``progress=False`` and
-    ``tol=None`` the whole fit is one jitted call. Leading batch dimensions of
-    ``init`` beyond the target's batch shape are independent starts, fitted
-    together with ``vmap``.
+    loop is a `jax.lax.scan` under `jit`, run in equal chunks so that
+    progress can be reported between them; with `progress=False` and
+    `tol=None` the whole fit is one jitted call. Leading batch dimensions of
+    `init` beyond the target's batch shape are independent starts, fitted
+    together with `vmap`.
 
     Args:
-      target: a :class:`jaxkl.distributions.Distribution`; a callable mapping one
-        point (shape ``event_shape``) to its unnormalised log density; or an
-        array of samples ``[n, *event_shape]``.
+      target: a [jaxkl.distributions.Distribution][]; a callable mapping one
+        point (shape `event_shape`) to its unnormalised log density; or an
+        array of samples `[n, *event_shape]`.
       init: the starting distribution; its type is the fitted family. Shape
-        ``[*starts, *target_batch]``.
+        `[*starts, *target_batch]`.
       objective: one of the above.
-      estimator: ``"auto"``, ``"analytic"``, ``"grid"`` or ``"mc"``.
-      optimizer: an optax transformation; default ``optax.adam(0.05)``.
+      estimator: `"auto"`, `"analytic"`, `"grid"` or `"mc"`.
+      optimizer: an optax transformation; default `optax.adam(0.05)`.
       steps: maximum number of updates.
-      key: PRNG key for Monte Carlo estimators; default ``jax.random.key(0)``.
+      key: PRNG key for Monte Carlo estimators; default `jax.random.key(0)`.
       num_samples: draws per step for Monte Carlo estimators.
-      grid: ``[n, *event_shape]`` points of a regular grid covering both densities.
-      tol: stop a start once its loss changes by less than ``tol`` in one step.
+      grid: `[n, *event_shape]` points of a regular grid covering both densities.
+      tol: stop a start once its loss changes by less than `tol` in one step.
       progress: show a progress bar (rich if installed, else a line on stderr).
-      on_nan: ``"raise"`` (default) raises ``FloatingPointError`` naming the step
-        and start where the loss or gradient stopped being finite; ``"warn"``
-        freezes that start, warns, and marks it in ``FitResult.failed``.
+      on_nan: `"raise"` (default) raises `FloatingPointError` naming the step
+        and start where the loss or gradient stopped being finite; `"warn"`
+        freezes that start, warns, and marks it in `FitResult.failed`.
 
     Returns:
-      A :class:`FitResult`.
+      A [jaxkl.fit.FitResult][].
 
     Raises:
       ValueError: an unknown objective/estimator, a combination the target
         cannot support, or shapes that do not match.
-      FloatingPointError: a NaN/inf loss or gradient with ``on_nan="raise"``.
+      FloatingPointError: a NaN/inf loss or gradient with `on_nan="raise"`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, numpy as np
       >>> from jaxkl.distributions import Normal
       >>> from jaxkl.fit import fit
@@ -340,16 +344,16 @@ def fit(
             carry, losses = _fit_chunk(carry, jnp.asarray(done, jnp.int32), **arguments)
             done = min(done + length, steps)
             history.append(np.asarray(losses))
-            active, failed_step = np.asarray(carry[4]), np.asarray(carry[6])
-            bar.update(done, float(np.nanmin(np.asarray(carry[3]))))
+            active, failed_step = np.asarray(carry.active), np.asarray(carry.failed_step)
+            bar.update(done, float(np.nanmin(np.asarray(carry.last_loss))))
             if (on_nan == "raise" and (failed_step >= 0).any()) or not active.any():
                 break
     finally:
         bar.close()
 
     losses = np.concatenate(history)[:done]
-    count = np.asarray(carry[7])
-    failed_step = np.asarray(carry[6])
+    count = np.asarray(carry.steps_taken)
+    failed_step = np.asarray(carry.failed_step)
     failed = failed_step >= 0
     if failed.any():
         index = int(np.argmax(failed))
@@ -365,12 +369,12 @@ def fit(
             raise FloatingPointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    fitted = _final_dist(carry[0], starts)
+    fitted = _final_dist(carry.free, starts)
     return FitResult(
         dist=fitted,
         losses=losses.reshape((losses.shape[0],) + starts),
         steps=count.reshape(starts),
-        converged=np.asarray(carry[5]).reshape(starts),
+        converged=np.asarray(carry.converged).reshape(starts),
         failed=failed.reshape(starts),
         failed_step=failed_step.reshape(starts),
         objective=objective,

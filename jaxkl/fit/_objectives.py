@@ -1,4 +1,4 @@
-"""Objectives and estimators: the loss ``L(q)`` the fitter minimises for one start.
+"""Objectives and estimators: the loss `L(q)` the fitter minimises for one start.
 
 A target is one of three things: a jaxkl distribution, an unnormalised
 log-density callable (one point in, a scalar out), or an array of samples.
@@ -7,18 +7,18 @@ dimensions are summed).
 
 Estimators:
 
-* ``analytic`` -- a registered closed form (:func:`jaxkl.distributions.kl_divergence`);
-* ``grid`` -- both densities evaluated on a user grid, normalised on it in log
-  space (``softmax`` of the log-densities: equal-weight quadrature on a regular
+* `analytic` -- a registered closed form ([jaxkl.distributions.kl_divergence][]);
+* `grid` -- both densities evaluated on a user grid, normalised on it in log
+  space (`softmax` of the log-densities: equal-weight quadrature on a regular
   grid) and compared with the core logits kernels;
-* ``mc`` -- Monte Carlo: reparameterised samples of ``q`` for the reverse
+* `mc` -- Monte Carlo: reparameterised samples of `q` for the reverse
   direction, samples of the target (or the given samples) for the forward one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,16 @@ from ..distributions import Distribution, has_kl, kl_divergence
 OBJECTIVES = ("forward_kl", "reverse_kl", "js", "mse", "l1", "cosine")
 ESTIMATORS = ("auto", "analytic", "grid", "mc")
 _GRID_ONLY = ("mse", "l1", "cosine")
+
+
+class LossSpec(NamedTuple):
+    """The hashable description `make_loss` builds a loss from (a static argument of `jit`)."""
+
+    kind: str  # the target's kind: "distribution", "log_density" or "samples"
+    objective: str
+    estimator: str  # resolved: "analytic", "grid" or "mc"
+    num_samples: int  # draws per step for "mc"
+    log_density: Callable[..., jax.Array] | None  # the target itself when it is a callable
 
 
 class Target:
@@ -53,18 +63,18 @@ class Target:
             self.batch_shape, self.event_shape = (), tuple(samples.shape[1:])
 
     def log_prob(self, x: jax.Array, event_ndims: int) -> jax.Array:
-        """Log density at ``x = [n, ..., *event]`` (unnormalised for a callable)."""
+        """Log density at `x = [n, ..., *event]` (unnormalised for a callable)."""
         if self.kind == "samples":
             raise ValueError("a target given as samples has no density")
         return _target_log_prob(self.kind, self.value, x, event_ndims)
 
-    def spec(self, objective: str, estimator: str, num_samples: int) -> tuple:
-        """The hashable description :func:`make_loss` builds the loss from."""
+    def spec(self, objective: str, estimator: str, num_samples: int) -> LossSpec:
+        """The hashable description `make_loss` builds the loss from."""
         n = int(num_samples)
         if n < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
         log_density = self.value if self.kind == "log_density" else None
-        return (self.kind, objective, estimator, n, log_density)
+        return LossSpec(self.kind, objective, estimator, n, log_density)
 
     @property
     def arrays(self) -> Any:
@@ -127,12 +137,8 @@ def _describe(target: Target) -> str:
     return type(target.value).__name__ if target.kind == "distribution" else target.kind
 
 
-def _sum(values: jax.Array) -> jax.Array:
-    return jnp.sum(values)
-
-
 def _target_log_prob(kind: str, value: Any, x: jax.Array, event_ndims: int) -> jax.Array:
-    """Log density of the target at ``x = [n, ..., *event]`` (unnormalised for a callable)."""
+    """Log density of the target at `x = [n, ..., *event]` (unnormalised for a callable)."""
     if kind == "distribution":
         return value.log_prob(x)
     fn = value
@@ -142,7 +148,7 @@ def _target_log_prob(kind: str, value: Any, x: jax.Array, event_ndims: int) -> j
 
 
 def _grid_logits(kind: str, value: Any, q: Distribution, grid: jax.Array):
-    """Log densities on the grid with the grid axis last: ``[*batch, n]`` each."""
+    """Log densities on the grid with the grid axis last: `[*batch, n]` each."""
     event_ndims = len(q.event_shape)
     n = grid.shape[0]
     points = grid.reshape((n,) + (1,) * len(q.batch_shape) + tuple(q.event_shape))
@@ -170,13 +176,12 @@ def _grid_loss(objective: str, p_logits: jax.Array, q_logits: jax.Array) -> jax.
     return 1.0 - dot / norms
 
 
-def make_loss(spec: tuple) -> Callable[..., jax.Array]:
-    """``loss(q, key, target, grid) -> scalar`` for one start.
+def make_loss(spec: LossSpec) -> Callable[..., jax.Array]:
+    """`loss(q, key, target, grid) -> scalar` for one start.
 
-    ``spec = (kind, objective, estimator, num_samples, log_density)`` is
-    hashable (it is a static argument of the compiled loop); the target's
-    arrays (a distribution or samples) and the grid are passed as ``target`` and
-    ``grid`` so that a second fit with new values reuses the compilation.
+    `spec` is hashable (it is a static argument of the compiled loop); the target's
+    arrays (a distribution or samples) and the grid are passed as `target` and
+    `grid` so that a second fit with new values reuses the compilation.
     """
     kind, objective, estimator, n, log_density = spec
 
@@ -186,15 +191,15 @@ def make_loss(spec: tuple) -> Callable[..., jax.Array]:
 
     if estimator == "analytic":
         if objective == "forward_kl":
-            return lambda q, key, target, grid: _sum(kl_divergence(target, q))
-        return lambda q, key, target, grid: _sum(kl_divergence(q, target))
+            return lambda q, key, target, grid: jnp.sum(kl_divergence(target, q))
+        return lambda q, key, target, grid: jnp.sum(kl_divergence(q, target))
 
     if estimator == "grid":
 
         def grid_loss(q, key, target, grid):
             value = log_density if kind == "log_density" else target
             p_logits, q_logits = _grid_logits(kind, value, q, grid.astype(q.dtype))
-            return _sum(_grid_loss(objective, p_logits, q_logits))
+            return jnp.sum(_grid_loss(objective, p_logits, q_logits))
 
         return grid_loss
 
@@ -202,7 +207,7 @@ def make_loss(spec: tuple) -> Callable[..., jax.Array]:
 
         def nll(q, key, samples, grid):
             x = samples.reshape(samples.shape[:1] + (1,) * len(q.batch_shape) + samples.shape[1:])
-            return _sum(-jnp.mean(q.log_prob(x.astype(q.dtype)), axis=0))
+            return jnp.sum(-jnp.mean(q.log_prob(x.astype(q.dtype)), axis=0))
 
         return nll
 
@@ -210,7 +215,7 @@ def make_loss(spec: tuple) -> Callable[..., jax.Array]:
 
         def forward(q, key, target, grid):
             x = jax.lax.stop_gradient(target.sample(key, (n,)))
-            return _sum(jnp.mean(p_log_prob(target, x, q) - q.log_prob(x), axis=0))
+            return jnp.sum(jnp.mean(p_log_prob(target, x, q) - q.log_prob(x), axis=0))
 
         return forward
 
@@ -218,7 +223,7 @@ def make_loss(spec: tuple) -> Callable[..., jax.Array]:
 
         def reverse(q, key, target, grid):
             x = q.sample(key, (n,))
-            return _sum(jnp.mean(q.log_prob(x) - p_log_prob(target, x, q), axis=0))
+            return jnp.sum(jnp.mean(q.log_prob(x) - p_log_prob(target, x, q), axis=0))
 
         return reverse
 
@@ -232,6 +237,6 @@ def make_loss(spec: tuple) -> Callable[..., jax.Array]:
         lp_q, lq_q = p_log_prob(target, xq, q), q.log_prob(xq)
         term_p = lp_p - (jnp.logaddexp(lp_p, lq_p) - log2)
         term_q = lq_q - (jnp.logaddexp(lp_q, lq_q) - log2)
-        return _sum(0.5 * jnp.mean(term_p, axis=0) + 0.5 * jnp.mean(term_q, axis=0))
+        return jnp.sum(0.5 * jnp.mean(term_p, axis=0) + 0.5 * jnp.mean(term_q, axis=0))
 
     return js

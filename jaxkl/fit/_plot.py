@@ -1,6 +1,6 @@
 """1-D plots of a fit: the target density and the fitted density of each start.
 
-matplotlib is optional and imported only when :func:`plot` is called.
+matplotlib is optional and imported only when [jaxkl.fit.plot][] is called.
 """
 
 from __future__ import annotations
@@ -37,26 +37,26 @@ def plot(
     r"""Draw the target density and the fitted densities of a 1-D fit with matplotlib.
 
     The target is drawn as its density (a distribution), its density normalised
-    on ``grid`` (a log-density callable, by the trapezoid rule) or a histogram
-    (samples); each fitted start as ``exp(log_prob)`` on ``grid``.
+    on `grid` (a log-density callable, by the trapezoid rule) or a histogram
+    (samples); each fitted start as `exp(log_prob)` on `grid`.
 
     Args:
-      result: a :class:`FitResult` whose distribution has event shape ``()``.
-      target: what was fitted (the same object passed to :func:`fit`).
-      grid: ``[n]`` points; default spans the fitted means plus or minus four
+      result: a [jaxkl.fit.FitResult][] whose distribution has event shape `()`.
+      target: what was fitted (the same object passed to [jaxkl.fit.fit][]).
+      grid: `[n]` points; default spans the fitted means plus or minus four
         standard deviations and the target samples, if any.
-      ax: a matplotlib ``Axes``; default a new figure's.
+      ax: a matplotlib `Axes`; default a new figure's.
       max_starts: draw at most this many starts (the first ones, flattened).
       title: axes title; default names the objective.
 
     Returns:
-      The matplotlib ``Axes``.
+      The matplotlib `Axes`.
 
     Raises:
       ImportError: matplotlib is not installed.
       ValueError: a distribution that is not one-dimensional.
 
-    Example:
+    Examples:
       >>> import matplotlib
       >>> matplotlib.use("Agg")
       >>> from jaxkl.distributions import Normal

@@ -1,7 +1,7 @@
 """Progress reporting between jitted chunks: a rich bar if rich is installed, else a text line.
 
-rich is an optional dependency; without it a single ``\\r``-rewritten line goes
-to stderr. Nothing here runs inside ``jit``.
+rich is an optional dependency; without it a single `\\r`-rewritten line goes
+to stderr. Nothing here runs inside `jit`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class _Rich:
 
 
 def reporter(enabled: bool, total: int, *, use_rich: bool = True):
-    """An object with ``update(step, loss)`` and ``close()``."""
+    """An object with `update(step, loss)` and `close()`."""
     if not enabled:
         return _Silent()
     if use_rich:

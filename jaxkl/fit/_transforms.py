@@ -1,8 +1,8 @@
 """Unconstrained parameterisation of distributions, for gradient-based fitting.
 
 Each parameter's declared constraint picks a bijection from the real numbers:
-``real`` is left alone, ``positive`` goes through softplus, and a
-``lower_cholesky`` factor keeps its strictly lower part and puts its diagonal
+`real` is left alone, `positive` goes through softplus, and a
+`lower_cholesky` factor keeps its strictly lower part and puts its diagonal
 through softplus. The unconstrained values are held in an object of the same
 distribution type (built without validation), so optax sees the same pytree.
 """
@@ -59,10 +59,10 @@ def _map(dist: Distribution, table) -> Distribution:
 
 
 def unconstrain(dist: Distribution) -> Distribution:
-    """The unconstrained parameters of ``dist``, held in an object of the same type."""
+    """The unconstrained parameters of `dist`, held in an object of the same type."""
     return _map(dist, _INVERSE)
 
 
 def constrain(free: Distribution) -> Distribution:
-    """Inverse of :func:`unconstrain`: a valid distribution from unconstrained values."""
+    """Inverse of `unconstrain`: a valid distribution from unconstrained values."""
     return _map(free, _FORWARD)

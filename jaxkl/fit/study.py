@@ -1,19 +1,19 @@
 """The forward-vs-reverse KL study: fit one Normal to a two-mode mixture.
 
-Target ``P = 0.5 N(0, 1) + 0.5 N(10, 1)``, family Normal, starts ``mu = 0`` and
-``mu = 8`` (``sigma = 1``), every objective of :func:`jaxkl.fit.fit` on a grid.
+Target `P = 0.5 N(0, 1) + 0.5 N(10, 1)`, family Normal, starts `mu = 0` and
+`mu = 8` (`sigma = 1`), every objective of [jaxkl.fit.fit][] on a grid.
 The analytic answers:
 
-* forward KL is minimised by moment matching: ``mu = 5``,
-  ``sigma = sqrt(1 + 25) = sqrt(26) ~ 5.10`` (mean and variance of ``P``);
-* reverse KL has a local minimum at each mode (``mu ~ 0`` or ``10``,
-  ``sigma ~ 1``; the other mode is ten standard deviations away), and gradient
+* forward KL is minimised by moment matching: `mu = 5`,
+  `sigma = sqrt(1 + 25) = sqrt(26) ~ 5.10` (mean and variance of `P`);
+* reverse KL has a local minimum at each mode (`mu ~ 0` or `10`,
+  `sigma ~ 1`; the other mode is ten standard deviations away), and gradient
   descent falls into the nearest one;
 * the density distances (MSE, L1, cosine) only see where the two densities
   overlap, so they settle on a mode or stall between shapes.
 
-Run ``python -m jaxkl.fit.study --out docs/assets`` to write ``fit_study.png``
-and ``fit_study.md`` (needs matplotlib for the figure).
+Run `python -m jaxkl.fit.study --out docs/assets` to write `fit_study.png`
+and `fit_study.md` (needs matplotlib for the figure).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import optax
 
 from ..distributions import MixtureSameFamily, Normal
 from ._fit import FitResult, fit
-
-OBJECTIVES = ("forward_kl", "reverse_kl", "js", "mse", "l1", "cosine")
+from ._objectives import OBJECTIVES
 STARTS = (0.0, 8.0)
 MOMENT_MATCH = (5.0, math.sqrt(26.0))
 
@@ -54,7 +53,7 @@ def outcome(mu: float, sigma: float) -> str:
 
 
 def target() -> MixtureSameFamily:
-    """``0.5 N(0, 1) + 0.5 N(10, 1)``."""
+    """`0.5 N(0, 1) + 0.5 N(10, 1)`."""
     return MixtureSameFamily(jnp.zeros(2), Normal(jnp.array([0.0, 10.0]), 1.0))
 
 
@@ -74,7 +73,7 @@ def run_study(
     """Fit every objective from both starts (one vmapped fit per objective).
 
     Returns:
-      ``{objective: FitResult}``; each result has batch shape ``(2,)`` (the starts).
+      `{objective: FitResult}`; each result has batch shape `(2,)` (the starts).
     """
     grid = default_grid() if grid is None else grid
     init = Normal(jnp.asarray(STARTS), 1.0)
@@ -137,7 +136,7 @@ def figure(results: dict[str, FitResult], path) -> None:
 
 
 def main(argv=None) -> None:
-    """Command line: ``python -m jaxkl.fit.study --out DIR [--steps N]``."""
+    """Command line: `python -m jaxkl.fit.study --out DIR [--steps N]`."""
     parser = argparse.ArgumentParser(prog="python -m jaxkl.fit.study", description=__doc__)
     parser.add_argument("--out", default="docs/assets", help="directory for the PNG and table")
     parser.add_argument("--steps", type=int, default=3000)
