@@ -39,6 +39,7 @@ def row_kernel(
     kinds: tuple[str, ...],
     *,
     cpu_jvp: Callable[..., tuple[jax.Array, jax.Array]] | None = None,
+    block_scale: int = 1,
 ) -> Callable[..., jax.Array]:
     """Make `kernel(static, *arrays)` with a rematerialised JVP.
 
@@ -57,14 +58,19 @@ def row_kernel(
     replaces the rule on CPU: a kernel whose plain autodiff XLA:CPU already
     runs with O(rows) temporaries uses it where recomputing costs more time
     than it saves (see `jaxkl._cross_entropy_loss`).
+
+    `block_scale` multiplies the CPU row block (`BLOCK_ELEMENTS`): a forward
+    that is one log-normaliser does little work per block, so the loop's
+    per-step cost weighs more and larger blocks pay.
     """
+    blocks = functools.partial(by_row_blocks, block_scale=block_scale)
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
     def kernel(static, *arrays):
-        return by_row_blocks(forward, static, kinds, arrays)[0]
+        return blocks(forward, static, kinds, arrays)[0]
 
     def rematerialised_jvp(static, arrays, tangents):
-        value, stats = by_row_blocks(forward, static, kinds, arrays)
+        value, stats = blocks(forward, static, kinds, arrays)
         # The checkpoint is what keeps residuals O(rows): only `arrays` (already
         # live) and `stats` are saved; the per-class factors are recomputed.
         # The tangent is one elementwise sweep and a row sum: it is not blocked
@@ -77,7 +83,7 @@ def row_kernel(
             None if isinstance(t, SymbolicZero) or t is None else t for t in tangents
         )
         if all(t is None for t in tangents):
-            value = by_row_blocks(forward, static, kinds, arrays)[0]
+            value = blocks(forward, static, kinds, arrays)[0]
             return value, jnp.zeros_like(value)
         if cpu_jvp is None or not CPU_JVP:
             return rematerialised_jvp(static, arrays, tangents)
@@ -112,14 +118,14 @@ def row_kernel(
 BLOCK_ELEMENTS = 2**18
 
 
-def block_rows(shape: tuple[int, ...], axis: int, axis_name: Any) -> int | None:
+def block_rows(shape: tuple[int, ...], axis: int, axis_name: Any, block_scale: int = 1) -> int | None:
     """Rows per block for the CPU path, or None to run the kernel unblocked."""
     if axis_name is not None or len(shape) < 2 or axis != len(shape) - 1 or shape[-1] == 0:
         return None
     rows = math.prod(shape[:-1])
     # At least 2 rows a block: with one, the blocked view has a unit axis and
     # XLA copies every input before the loop (2 x 32 MiB at 32 x 262144).
-    target = max(2, BLOCK_ELEMENTS // shape[-1])
+    target = max(2, block_scale * BLOCK_ELEMENTS // shape[-1])
     if rows < 2 * target:
         return None
     # Blocks must tile the rows exactly, so that blocking is a free reshape.
@@ -146,7 +152,9 @@ def _from_bits(op: jax.Array, dtype: Any) -> jax.Array:
     return op if op.dtype == dtype else jax.lax.bitcast_convert_type(op, dtype)
 
 
-def by_row_blocks(fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...], operands: tuple) -> Any:
+def by_row_blocks(
+    fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...], operands: tuple, block_scale: int = 1
+) -> Any:
     """`fn(static, *operands)`, on CPU mapped over blocks of rows with `lax.map`.
 
     Other backends (and shapes `block_rows` declines) run `fn` as it is.
@@ -155,7 +163,7 @@ def by_row_blocks(fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...],
     """
     full = next(op.shape for op, kind in zip(operands, kinds) if kind == "full")
     axis, axis_name = static[0], static[-1]
-    block = block_rows(full, axis, axis_name)
+    block = block_rows(full, axis, axis_name, block_scale)
     if block is None:
         return fn(static, *operands)
     lead, classes = full[:-1], full[-1]
@@ -269,7 +277,10 @@ def shifted_exponentials(
 
 def row_shift(x: jax.Array, axis: int, axis_name: Any = None) -> jax.Array:
     """The row max with keepdims (0 where it is not finite): the shift of `log_normalizer`."""
-    m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
+    # `initial` only for an empty class axis: a reduction with it is not one
+    # that XLA:CPU's YNNPACK fusions take.
+    initial = -jnp.inf if x.shape[axis] == 0 else None
+    m = jnp.max(x, axis=axis, keepdims=True, initial=initial)
     if axis_name is not None:
         m = jax.lax.pmax(jax.lax.stop_gradient(m), axis_name)
     return jnp.where(jnp.isfinite(m), m, 0.0)
