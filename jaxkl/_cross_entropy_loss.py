@@ -45,9 +45,10 @@ from ._rowwise import (
     compute_dtype,
     log_normalizer,
     prepare_logits,
+    reciprocal_or_zero,
     row_kernel,
-    shifted_exponentials,
     row_sum,
+    shifted_exponentials,
     with_tangent,
     zero_where_unused,
 )
@@ -140,7 +141,7 @@ def _ce_cpu_jvp(static, arrays, tangents):
     normalizer = (shift, jnp.log(total))
     gap = _weighted_gap(static, xs, shift, weight) if b else None
     value = _value(static, normalizer, picked.astype(xs.dtype), wy, weight, gap, valid)
-    p = e * jnp.where(total == 0, 0.0, 1.0 / total)
+    p = e * reciprocal_or_zero(total)
     return value, _ce_tangent_from(static, p, shift + normalizer[1], arrays, tangents)
 
 

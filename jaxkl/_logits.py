@@ -31,10 +31,11 @@ from ._rowwise import (
     log_probs,
     prepare_logits,
     prepare_probs,
+    reciprocal_or_zero,
     row_kernel,
     row_shift,
-    shifted_exponentials,
     row_sum,
+    shifted_exponentials,
     with_tangent,
     zero_where_unused,
 )
@@ -202,7 +203,7 @@ def _cross_entropy_cpu_jvp(static, arrays, tangents):
     z, shift, e, total = shifted_exponentials(y, where, *static)
     logq = log_probs(z, (shift, jnp.log(total)))
     value = _cross_entropy_value(static, t, logq).astype(y.dtype)
-    q = e * jnp.where(total == 0, 0.0, 1.0 / total)
+    q = e * reciprocal_or_zero(total)
     return value, _cross_entropy_tangent_from(static, t, logq, q, tangents)
 
 

@@ -25,12 +25,12 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 Forward = Callable[..., tuple[jax.Array, Any]]
+Tangent = Callable[..., jax.Array]
 
 # Whether kernels that have a CPU derivative rule use it on CPU (read at trace
 # time). Off, CPU runs the accelerators' rematerialised rule, which is how the
 # tests check that branch without an accelerator.
 CPU_JVP = True
-Tangent = Callable[..., jax.Array]
 
 
 def row_kernel(
@@ -273,6 +273,12 @@ def shifted_exponentials(
     z = prepare_logits(x, where)
     e = jnp.exp(z - shift)
     return z, shift, e, row_sum(e, axis, axis_name, keepdims=True)
+
+
+def reciprocal_or_zero(x: jax.Array) -> jax.Array:
+    """`1 / x`, and 0 where `x` is 0 (an empty row's total), with no NaN in any derivative."""
+    empty = x == 0
+    return jnp.where(empty, 0.0, 1.0 / jnp.where(empty, 1.0, x))
 
 
 def row_shift(x: jax.Array, axis: int, axis_name: Any = None) -> jax.Array:
