@@ -33,14 +33,15 @@ How the derivative is computed depends on the backend, by measurement:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from . import _checks, _validate
-from ._reductions import reduce
+from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import (
     compute_dtype,
     log_normalizer,
@@ -54,6 +55,16 @@ from ._rowwise import (
 )
 
 
+class LabelOptions(NamedTuple):
+    """Static options of the label cross-entropy kernel."""
+
+    axis: int
+    axis_name: Any
+    keep: float  # a = 1 - label_smoothing: the label's share of the target
+    spread: float  # b = label_smoothing / K: every class's share
+    z_loss: float
+
+
 def _along(v: jax.Array, ndim: int, axis: int) -> jax.Array:
     """A length-K vector shaped to broadcast along `axis` of a rank-`ndim` array."""
     shape = [1] * ndim
@@ -63,14 +74,14 @@ def _along(v: jax.Array, ndim: int, axis: int) -> jax.Array:
 
 def _weighted_gap(static, xs, shift, weight):
     """`sum_c w_c (max - x_c)`: the smoothing term's per-class part, exact in the shift."""
-    axis, axis_name = static[0], static[-1]
+    axis, axis_name = static.axis, static.axis_name
     w = _along(weight, xs.ndim, axis)
     return row_sum(zero_where_unused(w, shift - xs), axis, axis_name)
 
 
 def _value(static, normalizer, picked, wy, weight, gap, valid):
     """The per-example loss from the row's `(shift, log_sum)` and the label's logit."""
-    axis, a, b, z, axis_name = static
+    axis, axis_name, a, b, z = static
     shift, log_sum = (jnp.squeeze(v, axis) for v in normalizer)
     # An all -inf row has log_sum = -inf: -log P_c is then +inf (the logit is -inf), not NaN.
     finite_log_sum = jnp.where(log_sum == -jnp.inf, 0.0, log_sum)
@@ -93,7 +104,7 @@ def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
 
 
 def _ce_forward(static, x, picked, idx, wy, weight, valid):
-    axis, b, axis_name = static[0], static[2], static[-1]
+    axis, axis_name, b = static.axis, static.axis_name, static.spread
     xs = prepare_logits(x, None)
     normalizer = log_normalizer(xs, axis, axis_name)
     gap = _weighted_gap(static, xs, normalizer[0], weight) if b else None
@@ -103,7 +114,7 @@ def _ce_forward(static, x, picked, idx, wy, weight, valid):
 
 def _ce_tangent_from(static, p, lse, arrays, tangents):
     """`sum_c dl/dx_c dx_c` given `P` and `lse` (keepdims)."""
-    axis, a, b, z, axis_name = static
+    axis, axis_name, a, b, z = static
     _, _, idx, wy, weight, valid = arrays
     wy_ = jnp.expand_dims(wy, axis)
     factor = a * wy_
@@ -135,7 +146,7 @@ def _ce_tangent(static, arrays, normalizer, tangents):
 
 def _ce_cpu_jvp(static, arrays, tangents):
     """Value and tangent from one unblocked pass of exponentials (see the module docstring)."""
-    axis, b, axis_name = static[0], static[2], static[-1]
+    axis, axis_name, b = static.axis, static.axis_name, static.spread
     x, picked, _, wy, weight, valid = arrays
     xs, shift, e, total = shifted_exponentials(x, None, axis, axis_name)
     normalizer = (shift, jnp.log(total))
@@ -174,113 +185,158 @@ def _matches(labels: jax.Array, value: int | None) -> jax.Array:
     return labels == value
 
 
-def _label_weights(labels, weight, uniform, in_range, num_classes, axis_name):
-    """Class indices local to this shard and each example's weight `w_y`.
-
-    Unsharded, the index is the label itself (0 for out-of-range labels, which
-    are NaN anyway). With `axis_name` this device holds the classes
-    `[offset, offset + K_local)`: a label elsewhere gets index -1 (matching
-    no local class), and `w_y` is the `psum` of the one local lookup.
-    """
-    # Valid labels fit in int32 (K < 2**31); out-of-range ones never index anything.
-    idx = jnp.where(in_range, labels, jnp.zeros((), labels.dtype)).astype(jnp.int32)
-    if axis_name is not None:
-        local = idx - jax.lax.axis_index(axis_name).astype(jnp.int32) * weight.shape[0]
-        here = in_range & (local >= 0) & (local < weight.shape[0])
-        idx = jnp.where(here, local, -1)
-        if uniform:
-            wy = jnp.ones(labels.shape, weight.dtype)
-        elif weight.shape[0]:
-            wy = jax.lax.psum(jnp.where(here, weight[jnp.maximum(idx, 0)], 0.0), axis_name)
-        else:
-            wy = jnp.zeros(labels.shape, weight.dtype)
-    elif num_classes:
-        wy = weight[idx]
-    else:
-        wy = jnp.zeros(labels.shape, weight.dtype)
-    return idx, jnp.where(in_range, wy, jnp.nan)
-
-
-def per_example(
-    logits: Any,
-    labels: Any,
-    *,
-    axis: int,
-    weight: Any = None,
-    ignore_index: int | None = None,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    where: Any = None,
-    check: bool = False,
-    axis_name: Any = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
-    """Validated per-example losses `(values, valid, w_y, dtype)`, values in the compute dtype."""
-    x = _validate.float_array(logits, "logits")
-    labels = _validate.integer_array(labels, "labels")
-    axis = _validate.normalize_axis(axis, x.ndim)
-    axis_name = _validate.axis_name(axis_name)
-    local_classes = x.shape[axis]
-    # Sharded, the class axis holds K_local of the K = K_local * shards classes.
-    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
-    num_classes = local_classes * shards
-    row_shape = x.shape[:axis] + x.shape[axis + 1 :]
-    if labels.shape != row_shape:
-        raise ValueError(
-            f"labels.shape={labels.shape} must equal logits.shape={x.shape} without "
-            f"axis={axis}, i.e. {row_shape}; jaxkl never broadcasts labels against logits"
-        )
-    eps = _validate.unit_interval(label_smoothing, "label_smoothing")
-    z = _validate.nonnegative(z_loss, "z_loss")
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
-    ):
-        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    where = _validate.mask(where, labels.shape)
-    dtype = compute_dtype(x.dtype)
-    uniform = weight is None
-    if uniform:
-        weight = jnp.ones((local_classes,), dtype)
-    else:
-        weight = _validate.float_array(weight, "weight")
-        if weight.shape != (local_classes,):
-            local = "" if axis_name is None else f" (this device's shard of the classes over {axis_name!r})"
-            raise ValueError(
-                f"weight.shape={weight.shape} must be ({local_classes},): one weight per class "
-                f"along axis={axis} of logits.shape={x.shape}{local}"
-            )
-        # Class weights are constants of the loss (as in PyTorch): no gradient.
-        weight = jax.lax.stop_gradient(weight.astype(dtype))
-    if check:
-        _checks.labels(labels, num_classes, ignore_index)
-
-    in_range = (labels >= 0) & (labels < num_classes)
-    idx, wy = _label_weights(labels, weight, uniform, in_range, num_classes, axis_name)
-    # None when every example counts: the kernel then spends no select on it.
+def counted_examples(labels: jax.Array, ignore_index: int | None, where: jax.Array | None) -> jax.Array | None:
+    """Examples that count: not `ignore_index` and not masked; None when all do
+    (the kernel then spends no select on it)."""
     valid = None
     if ignore_index is not None:
         valid = ~_matches(labels, ignore_index)
     if where is not None:
         where = jnp.broadcast_to(where, labels.shape)
         valid = where if valid is None else valid & where
-    static = (axis, 1.0 - eps, eps / num_classes if num_classes else 0.0, z, axis_name)
+    return valid
+
+
+def label_weights(labels: jax.Array, weight: jax.Array | None, local_classes: int, axis_name: Any = None):
+    """Class indices local to this shard and each example's weight `w_y`.
+
+    `weight` is the (local) class weight vector, or None for all ones.
+    Unsharded, the index is the label itself (0 for out-of-range labels,
+    whose `w_y` is NaN: the example is NaN). With `axis_name` this device
+    holds the classes `[offset, offset + K_local)`: a label elsewhere gets
+    index -1 (matching no local class), and `w_y` is the `psum` of the one
+    local lookup.
+    """
+    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    in_range = (labels >= 0) & (labels < local_classes * shards)
+    # Valid labels fit in int32 (K < 2**31); out-of-range ones never index anything.
+    idx = jnp.where(in_range, labels, jnp.zeros((), labels.dtype)).astype(jnp.int32)
+    if axis_name is not None:
+        local = idx - jax.lax.axis_index(axis_name).astype(jnp.int32) * local_classes
+        here = in_range & (local >= 0) & (local < local_classes)
+        idx = jnp.where(here, local, -1)
+    if weight is None:
+        wy = jnp.ones(labels.shape)
+    elif not local_classes:
+        wy = jnp.zeros(labels.shape, weight.dtype)
+    elif axis_name is None:
+        wy = weight[idx]
+    else:
+        wy = jax.lax.psum(jnp.where(here, weight[jnp.maximum(idx, 0)], 0.0), axis_name)
+    return idx, jnp.where(in_range, wy, jnp.nan)
+
+
+def label_cross_entropy(
+    x: jax.Array,
+    labels: jax.Array,
+    *,
+    axis: int,
+    weight: jax.Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    where: jax.Array | None = None,
+    axis_name: Any = None,
+) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+    """The per-example label cross-entropy: `(values, valid, w_y)`, values in the compute dtype.
+
+    The one definition that `cross_entropy_loss`, the distillation losses'
+    hard term and the fused heads (chunk by chunk) share. Arguments are
+    validated by the caller; `weight` is None (all ones) or the class weights
+    (local to this shard with `axis_name`) in the compute dtype. `valid` is
+    None when every example counts.
+    """
+    local_classes = x.shape[axis]
+    # Sharded, the class axis holds K_local of the K = K_local * shards classes.
+    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    num_classes = local_classes * shards
+    dtype = compute_dtype(x.dtype)
+    idx, wy = label_weights(labels, weight, local_classes, axis_name)
+    wy = wy.astype(dtype)
+    if weight is None:
+        weight = jnp.ones((local_classes,), dtype)
+    valid = counted_examples(labels, ignore_index, where)
+    eps = label_smoothing
+    static = LabelOptions(axis, axis_name, 1.0 - eps, eps / num_classes if num_classes else 0.0, z_loss)
     picked = _label_logits(x, idx, axis, axis_name) if local_classes else jnp.zeros(labels.shape, x.dtype)
-    values = _cross_entropy(static, x, picked, idx, wy, weight, valid)
-    if valid is None:
-        valid = jnp.ones(labels.shape, bool)
+    return _cross_entropy(static, x, picked, idx, wy, weight, valid), valid, wy
+
+
+def per_example(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis: int,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    where: ArrayLike | None = None,
+    check: bool = False,
+    axis_name: Any = None,
+) -> tuple[jax.Array, jax.Array | None, jax.Array, Any]:
+    """Validated arguments through `label_cross_entropy`: `(values, valid, w_y, dtype)`."""
+    x = _validate.float_array(logits, "logits")
+    axis = _validate.normalize_axis(axis, x.ndim)
+    axis_name = _validate.axis_name(axis_name)
+    local_classes = x.shape[axis]
+    row_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    labels = _validate.labels(labels, row_shape, f"logits.shape={x.shape} without axis={axis}")
+    eps = _validate.unit_interval(label_smoothing, "label_smoothing")
+    z = _validate.nonnegative(z_loss, "z_loss")
+    ignore_index = _validate.optional_int(ignore_index, "ignore_index")
+    where = _validate.mask(where, labels.shape)
+    if weight is not None:
+        weight = class_weights(weight, local_classes, f"axis={axis} of logits.shape={x.shape}", axis_name)
+        weight = weight.astype(compute_dtype(x.dtype))
+    if check:
+        shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+        _checks.labels(labels, local_classes * shards, ignore_index)
+    values, valid, wy = label_cross_entropy(
+        x,
+        labels,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=eps,
+        z_loss=z,
+        where=where,
+        axis_name=axis_name,
+    )
     return values, valid, wy, x.dtype
 
 
+def class_weights(weight: Any, num_classes: int, along: str, axis_name: Any = None) -> jax.Array:
+    """Validated `[K]` class weights, constants of the loss (no gradient, as in PyTorch)."""
+    weight = _validate.float_array(weight, "weight")
+    if weight.shape != (num_classes,):
+        local = "" if axis_name is None else f" (this device's shard of the classes over {axis_name!r})"
+        raise ValueError(
+            f"weight.shape={weight.shape} must be ({num_classes},): one weight per class "
+            f"along {along}{local}"
+        )
+    return jax.lax.stop_gradient(weight)
+
+
+def reduce_label_loss(values, valid, wy, reduction: str, weighted: bool) -> jax.Array:
+    """PyTorch's reductions of the label cross-entropy: a class-weighted `"mean"` divides by `sum w_y`."""
+    if reduction == "none" or not weighted or reduction != "mean":
+        return reduce(values, reduction, where=valid)
+    weights = example_weights("mean", values.shape, valid, counts=wy, dtype=values.dtype)
+    return weighted_sum(values, weights)
+
+
 def cross_entropy_loss(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     reduction: str = "mean",
-    where: Any = None,
+    where: ArrayLike | None = None,
     check: bool = False,
     axis_name: Any = None,
 ) -> jax.Array:
@@ -376,10 +432,5 @@ def cross_entropy_loss(
         check=check,
         axis_name=axis_name,
     )
-    if reduction != "mean" or weight is None:
-        return reduce(values, reduction, where=valid).astype(dtype)
-    total = reduce(values, "sum", where=valid)
-    denominator = jnp.sum(jnp.where(valid, wy, 0.0))
-    mean = jnp.where(denominator == 0, 0.0, total / jnp.where(denominator == 0, 1.0, denominator))
-    return mean.astype(dtype)
+    return reduce_label_loss(values, valid, wy, reduction, weight is not None).astype(dtype)
 

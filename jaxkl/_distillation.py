@@ -8,39 +8,103 @@ kernels in `jaxkl._logits`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _validate
-from ._cross_entropy_loss import per_example
-from ._logits import _pair, js_divergence_from_logits, kl_divergence_from_logits
+from ._cross_entropy_loss import label_cross_entropy
+from ._logits import js_divergence_from_logits, kl_divergence_from_logits, temperature_scale
 from ._reductions import reduce
 from ._rowwise import compute_dtype, log_normalizer, prepare_logits
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js")
 
 
+class DistillationOptions(NamedTuple):
+    """The static options of a distillation loss (validated)."""
+
+    divergence: str = "forward_kl"
+    beta: float = 0.5
+    alpha: float = 0.5
+    scale_by_temperature_squared: bool = True
+
+
+def distillation_options(divergence, beta, alpha, scale_by_temperature_squared) -> DistillationOptions:
+    """Validate the options shared by the unfused and fused distillation losses."""
+    return DistillationOptions(
+        _validate.choice(divergence, DIVERGENCES, "divergence"),
+        _validate.unit_interval(beta, "beta"),
+        _validate.unit_interval(alpha, "alpha"),
+        bool(scale_by_temperature_squared),
+    )
+
+
+def soft_term(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
+    """The soft term per example, in the compute dtype: the chosen divergence
+    between `softmax(teacher / T)` and `softmax(student / T)`, times `T**2`
+    when `options.scale_by_temperature_squared`.
+
+    Every distillation loss (unfused, fused, top-k) takes its soft term from here.
+    """
+    if options.divergence == "forward_kl":
+        soft = kl_divergence_from_logits(teacher, student, axis=axis, temperature=temperature)
+    elif options.divergence == "reverse_kl":
+        soft = kl_divergence_from_logits(student, teacher, axis=axis, temperature=temperature)
+    else:
+        soft = js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
+    acc = compute_dtype(student.dtype)
+    soft = soft.astype(acc)
+    if options.scale_by_temperature_squared:
+        # Hinton et al.: soft-target gradients scale as 1/T^2; the factor
+        # keeps their weight independent of the temperature.
+        t = _validate.concrete_number(temperature)
+        if t is None:
+            soft = soft * jnp.square(jnp.asarray(temperature, acc))
+        elif t != 1.0:
+            soft = soft * (t * t)
+    return soft
+
+
+def distillation_rows(student, teacher, labels, temperature, options: DistillationOptions, axis: int) -> jax.Array:
+    """The per-example distillation loss, in the compute dtype: the one definition.
+
+    `distillation_loss` applies it to whole arrays, the fused head chunk by
+    chunk. `teacher` must already be constant (`stop_gradient`);
+    `temperature` is a Python number or a traced scalar.
+    """
+    acc = compute_dtype(student.dtype)
+    soft_weight = 1.0 if labels is None else options.alpha
+    values = jnp.zeros(student.shape[:axis] + student.shape[axis + 1 :], acc)
+    if soft_weight:
+        values = values + soft_weight * soft_term(student, teacher, temperature, options, axis)
+    if labels is not None and options.alpha < 1.0:
+        hard, _, _ = label_cross_entropy(student, labels, axis=axis)
+        values = values + (1.0 - options.alpha) * hard
+    return values
+
+
 def _model_and_target(x, target, name_x, name_target, axis, where):
     """Validated logits pair (target without gradient), class axis and example mask."""
-    x, target, axis, _ = _pair(x, target, name_x, name_target, axis, None)
+    x, target, axis, _ = _validate.float_pair(x, target, name_x, name_target, axis, None)
     where = _validate.mask(where, x.shape[:axis] + x.shape[axis + 1 :])
     return x, jax.lax.stop_gradient(target), axis, where, x.dtype
 
 
 def distillation_loss(
-    student_logits: Any,
-    teacher_logits: Any,
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
     *,
     temperature: float = 1.0,
-    labels: Any = None,
+    labels: ArrayLike | None = None,
     alpha: float = 0.5,
     divergence: str = "forward_kl",
     beta: float = 0.5,
     scale_by_temperature_squared: bool = True,
     reduction: str = "batchmean",
-    where: Any = None,
+    where: ArrayLike | None = None,
     axis: int = -1,
 ) -> jax.Array:
     r"""Knowledge-distillation loss between temperature-softened student and teacher.
@@ -106,42 +170,25 @@ def distillation_loss(
     s, t, axis, where, dtype = _model_and_target(
         student_logits, teacher_logits, "student_logits", "teacher_logits", axis, where
     )
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared)
     reduction = _validate.reduction(reduction)
-    alpha = _validate.unit_interval(alpha, "alpha")
-    beta = _validate.unit_interval(beta, "beta")
-    t_value = _validate.positive(temperature, "temperature")
-    acc = compute_dtype(dtype)
-
-    soft_weight = 1.0 if labels is None else alpha
-    values = jnp.zeros(s.shape[:axis] + s.shape[axis + 1 :], acc)
-    if soft_weight:
-        if divergence == "forward_kl":
-            soft = kl_divergence_from_logits(t, s, axis=axis, temperature=temperature)
-        elif divergence == "reverse_kl":
-            soft = kl_divergence_from_logits(s, t, axis=axis, temperature=temperature)
-        else:
-            soft = js_divergence_from_logits(t, s, axis=axis, beta=beta, temperature=temperature)
-        soft = soft.astype(acc)
-        if scale_by_temperature_squared and t_value != 1.0:
-            square = t_value**2 if t_value is not None else jnp.square(jnp.asarray(temperature, acc))
-            soft = soft * square
-        values = values + soft_weight * soft
-    if labels is not None and alpha < 1.0:
-        hard, _, _, _ = per_example(s, labels, axis=axis, where=where)
-        values = values + (1.0 - alpha) * hard
+    _validate.positive(temperature, "temperature")
+    if labels is not None:
+        labels = _validate.labels(
+            labels, s.shape[:axis] + s.shape[axis + 1 :], f"student_logits.shape={s.shape} without axis={axis}"
+        )
+    values = distillation_rows(s, t, labels, temperature, options, axis)
     return reduce(values, reduction, where=where).astype(dtype)
 
 
 def consistency_loss(
-    logits: Any,
-    target_logits: Any,
+    logits: ArrayLike,
+    target_logits: ArrayLike,
     *,
     temperature: float = 1.0,
     confidence_threshold: float | None = None,
     reduction: str = "mean",
-    where: Any = None,
+    where: ArrayLike | None = None,
     axis: int = -1,
 ) -> jax.Array:
     r"""Unsupervised consistency loss of UDA: KL from a sharpened, confident target.
@@ -192,11 +239,10 @@ def consistency_loss(
         logits, target_logits, "logits", "target_logits", axis, where
     )
     reduction = _validate.reduction(reduction)
-    t_value = _validate.positive(temperature, "temperature")
-    if t_value is None:
-        sharpened = t / jnp.asarray(temperature, t.dtype)
-    else:
-        sharpened = t if t_value == 1.0 else t * jnp.asarray(1.0 / t_value, t.dtype)
+    # UDA sharpens the target alone: its logits are divided by T, the model's are not.
+    scale, (sharpened,) = temperature_scale(temperature, t)
+    if scale != 1.0:
+        sharpened = sharpened * jnp.asarray(scale, t.dtype)
     values = kl_divergence_from_logits(sharpened, x, axis=axis)
     if confidence_threshold is not None:
         threshold = _validate.unit_interval(confidence_threshold, "confidence_threshold")

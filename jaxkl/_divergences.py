@@ -14,10 +14,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _checks, _validate
-from ._logits import _in_base, _pair, binary_entropy
-from ._rowwise import clip_value_only, prepare_probs
+from ._rowwise import binary_entropy, clip_value_only, in_base, prepare_probs
 
 
 def rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
@@ -38,7 +38,7 @@ def xlogy(p: jax.Array, q: jax.Array) -> jax.Array:
 
 def _prepared(p, q, name_p, name_q, axis, where, base, check):
     """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype."""
-    p, q, axis, where = _pair(p, q, name_p, name_q, axis, where)
+    p, q, axis, where = _validate.float_pair(p, q, name_p, name_q, axis, where)
     base = _validate.base(base)
     if check:
         _checks.probabilities(p, name_p, axis, where)
@@ -47,7 +47,7 @@ def _prepared(p, q, name_p, name_q, axis, where, base, check):
 
 
 def entropy(
-    p: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
+    p: ArrayLike, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
 ) -> jax.Array:
     r"""Shannon entropy of probabilities.
 
@@ -80,11 +80,11 @@ def entropy(
     """
     p, _, axis, base, dtype = _prepared(p, p, "p", "p", axis, where, base, check)
     h = -jnp.sum(rel_entr(p, jnp.ones_like(p)), axis=axis)
-    return _in_base(h, base).astype(dtype)
+    return in_base(h, base).astype(dtype)
 
 
 def cross_entropy(
-    p: Any, q: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
+    p: ArrayLike, q: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
 ) -> jax.Array:
     r"""Cross-entropy of two probability vectors.
 
@@ -116,11 +116,11 @@ def cross_entropy(
       Cover & Thomas, "Elements of Information Theory", 2nd ed. (2006), ch. 2.
     """
     p, q, axis, base, dtype = _prepared(p, q, "p", "q", axis, where, base, check)
-    return _in_base(-jnp.sum(xlogy(p, q), axis=axis), base).astype(dtype)
+    return in_base(-jnp.sum(xlogy(p, q), axis=axis), base).astype(dtype)
 
 
 def kl_divergence(
-    p: Any, q: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
+    p: ArrayLike, q: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
 ) -> jax.Array:
     r"""Kullback-Leibler divergence of two probability vectors.
 
@@ -158,15 +158,15 @@ def kl_divergence(
     """
     p, q, axis, base, dtype = _prepared(p, q, "p", "q", axis, where, base, check)
     k = clip_value_only(jnp.sum(rel_entr(p, q), axis=axis), 0.0, None)
-    return _in_base(k, base).astype(dtype)
+    return in_base(k, base).astype(dtype)
 
 
 def js_divergence(
-    p: Any,
-    q: Any,
+    p: ArrayLike,
+    q: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     base: float | None = None,
     beta: float = 0.5,
     check: bool = False,
@@ -214,4 +214,4 @@ def js_divergence(
     if beta < 1:
         js = js + (1.0 - beta) * jnp.sum(rel_entr(q, m), axis=axis)
     js = clip_value_only(jnp.asarray(js, p.dtype), 0.0, binary_entropy(beta))
-    return _in_base(js, base).astype(dtype)
+    return in_base(js, base).astype(dtype)

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _validate
 from ._reductions import reduce
@@ -40,12 +41,12 @@ def _expm1_minus_x(x: jax.Array) -> jax.Array:
 
 
 def kl_estimate(
-    log_q: Any,
-    log_p: Any,
+    log_q: ArrayLike,
+    log_p: ArrayLike,
     *,
     estimator: str = "k3",
     reduction: str = "mean",
-    where: Any = None,
+    where: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Monte Carlo estimate of $\mathrm{KL}(q \,\|\, p)$ from samples `x ~ q`.
 

@@ -20,21 +20,33 @@ reused), and arrays in `row_extras`/`shared` receive no gradient.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jax.typing import ArrayLike
 
-from . import _validate
-from ._reductions import reduce
+from . import _checks, _validate
+from ._cross_entropy_loss import class_weights, counted_examples, label_cross_entropy, label_weights
+from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import compute_dtype
-from ._softmax import logsumexp
 
 # Rows per chunk when chunk_size=None: chosen so that one chunk of float32
 # logits holds about 2**22 elements (16 MiB). See bench/fused_linear.py and
 # docs/large-vocabularies.md for the sweep this comes from.
 DEFAULT_CHUNK_ELEMENTS = 2**22
+
+
+class Head(NamedTuple):
+    """The static part of a fused head loss (hashable).
+
+    `row_fn(params, logits_chunk, row_extras_chunk, shared)` maps one chunk
+    of float32 logits `[C, V]` to its per-row values `[C]`.
+    """
+
+    row_fn: Callable[..., jax.Array]
+    params: Any
+    chunk_size: int
 
 
 def default_chunk_size(num_rows: int, num_classes: int, hidden_size: int = 0) -> int:
@@ -52,14 +64,12 @@ def default_chunk_size(num_rows: int, num_classes: int, hidden_size: int = 0) ->
     return int(min(rows, max(num_rows, 1)))
 
 
-def _chunk_size(chunk_size: Any, num_rows: int, num_classes: int, hidden_size: int) -> int:
+def chunk_rows(chunk_size: Any, num_rows: int, num_classes: int, hidden_size: int) -> int:
+    """Validated rows per chunk (`None`: `default_chunk_size`)."""
+    chunk_size = _validate.positive_int_or_none(chunk_size, "chunk_size")
     if chunk_size is None:
         return default_chunk_size(num_rows, num_classes, hidden_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    return int(min(chunk_size, max(num_rows, 1)))
+    return min(chunk_size, max(num_rows, 1))
 
 
 def _chunked(tree: Any, num_chunks: int, size: int) -> Any:
@@ -78,7 +88,7 @@ def _unchunked(x: jax.Array, num_rows: int) -> jax.Array:
     return x.reshape((-1,) + x.shape[2:])[:num_rows]
 
 
-def _logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
+def head_logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     """One chunk of logits, matmul in the input dtype with float32 accumulation."""
     z = jnp.dot(h, weight, preferred_element_type=compute_dtype(weight.dtype))
     return z if bias is None else z + bias.astype(z.dtype)[None, :]
@@ -112,7 +122,7 @@ def _accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array) -> jax.Array
 
 def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     """Per-row values and, if `cotangent` is given, the VJP wrt hidden/weight/bias."""
-    row_fn, params, size = static
+    row_fn, params, size = static.row_fn, static.params, static.chunk_size
     n = hidden.shape[0]
     num_chunks = -(-n // size)
     xs = _chunked((hidden, row_extras), num_chunks, size)
@@ -124,7 +134,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
 
         def value_step(_, x):
             h_c, ex_c = x
-            return None, rows_of(h_c, ex_c)(_logits(h_c, weight, bias))
+            return None, rows_of(h_c, ex_c)(head_logits(h_c, weight, bias))
 
         _, values = jax.lax.scan(value_step, None, xs)
         return _unchunked(values, n)
@@ -134,7 +144,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     def grad_step(carry, x):
         d_weight, d_bias = carry
         (h_c, ex_c), ct_c = x
-        values, pullback = jax.vjp(rows_of(h_c, ex_c), _logits(h_c, weight, bias))
+        values, pullback = jax.vjp(rows_of(h_c, ex_c), head_logits(h_c, weight, bias))
         (g,) = pullback(ct_c.astype(acc))
         g_in = g.astype(weight.dtype)
         d_h = jnp.dot(g_in, weight.T, preferred_element_type=acc).astype(hidden.dtype)
@@ -155,7 +165,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
 def head_rows(static, hidden, weight, bias, row_extras, shared):
     """Per-row values `row_fn(params, hidden @ weight + bias, ...)` computed chunk by chunk.
 
-    `static = (row_fn, params, chunk_size)` must be hashable. Gradients flow to
+    `static` is a `Head`. Gradients flow to
     `hidden`, `weight` and `bias` only.
     """
     return _sweep(static, hidden, weight, bias, row_extras, shared, None)
@@ -180,11 +190,6 @@ def _no_grad(*trees):
 head_rows.defvjp(_head_rows_fwd, _head_rows_bwd)
 
 
-def _weighted_total(values: jax.Array, row_weights: jax.Array) -> jax.Array:
-    # A zero weight removes a row even when its value is NaN (an excluded bad label).
-    return jnp.sum(jnp.where(row_weights == 0, 0.0, row_weights * values))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
     """`sum_n row_weights[n] * values[n]` of `head_rows`, for scalar losses.
@@ -196,12 +201,12 @@ def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
     (mask and normalisation) receive no gradient.
     """
     values = _sweep(static, hidden, weight, bias, row_extras, shared, None)
-    return _weighted_total(values, row_weights)
+    return weighted_sum(values, row_weights)
 
 
 def _head_total_fwd(static, hidden, weight, bias, row_extras, shared, row_weights):
     values, grads = _sweep(static, hidden, weight, bias, row_extras, shared, row_weights)
-    return _weighted_total(values, row_weights), grads
+    return weighted_sum(values, row_weights), grads
 
 
 def _head_total_bwd(static, grads, cotangent):
@@ -214,8 +219,8 @@ def _head_total_bwd(static, grads, cotangent):
 head_total.defvjp(_head_total_fwd, _head_total_bwd)
 
 
-def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, counted):
-    """A fused head loss reduced like [jaxkl.reduce][] with `where=counted`.
+def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, where, counts=None):
+    """A fused head loss reduced like [jaxkl.reduce][] with `where` (`counts`: see `example_weights`).
 
     Scalar reductions take the three-matmul `head_total` path; `"none"`
     returns per-row values through `head_rows` (four matmuls, since the
@@ -223,105 +228,63 @@ def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, count
     """
     if reduction == "none":
         values = head_rows(static, hidden, weight, bias, row_extras, shared)
-        return reduce(values, "none", where=counted)
-    n = hidden.shape[0]
+        return reduce(values, "none", where=where)
     dtype = compute_dtype(hidden.dtype)
-    kept = jnp.ones((n,), dtype) if counted is None else counted.astype(dtype)
-    if reduction == "mean":
-        kept = kept / jnp.maximum(jnp.sum(kept), jnp.ones((), dtype))
-    elif reduction == "batchmean":
-        kept = kept / n
-    return head_total(static, hidden, weight, bias, row_extras, shared, kept)
+    row_weights = example_weights(reduction, (hidden.shape[0],), where, counts, dtype)
+    return head_total(static, hidden, weight, bias, row_extras, shared, row_weights)
 
 
-def validate_head(hidden, weight, bias, hidden_name="hidden", weight_name="weight"):
-    """Check a linear head `hidden [N, D] @ weight [D, V] (+ bias [V])`; return it in one dtype."""
-    hidden = _validate.float_array(hidden, hidden_name)
-    weight = _validate.float_array(weight, weight_name)
-    if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[0]:
-        raise ValueError(
-            f"{hidden_name} must be [N, D] and {weight_name} [D, V], got "
-            f"{hidden_name}.shape={hidden.shape} and {weight_name}.shape={weight.shape}"
-        )
-    arrays = [hidden, weight]
-    if bias is not None:
-        bias = _validate.float_array(bias, "bias")
-        if bias.shape != (weight.shape[1],):
-            raise ValueError(
-                f"bias must have shape ({weight.shape[1]},) to match {weight_name}.shape="
-                f"{weight.shape}, got bias.shape={bias.shape}"
-            )
-        arrays.append(bias)
-    dtype = _validate.common_dtype(*arrays)
-    bias = None if bias is None else bias.astype(dtype)
-    return hidden.astype(dtype), weight.astype(dtype), bias
-
-
-def validate_labels(labels: Any, num_rows: int) -> jax.Array:
-    """Integer labels of shape `(N,)`."""
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != (num_rows,):
-        raise ValueError(f"labels must have shape ({num_rows},), got labels.shape={labels.shape}")
-    return labels
-
-
-def label_log_likelihood(logits: jax.Array, labels: jax.Array, lse: jax.Array) -> jax.Array:
-    """`logits[label] - lse` per row; NaN (never a wrapped index) for labels out of range."""
-    in_range = (labels >= 0) & (labels < logits.shape[-1])
-    index = jnp.where(in_range, labels, 0)[:, None]
-    target = jnp.take_along_axis(logits, index, axis=-1)[:, 0]
-    # `where`, not a multiply: the value is NaN but no NaN reaches the gradient
-    # of rows that a mask or ignore_index removes anyway.
-    return jnp.where(in_range, target - lse, jnp.nan)
-
-
-def _cross_entropy_rows(params, logits, labels, shared):
-    """PyTorch's cross-entropy of one chunk of f32 logits [C, V] with integer labels [C]."""
-    ignore_index, smoothing, z_loss = params
-    lse = logsumexp(logits)
-    loss = -label_log_likelihood(logits, labels, lse)
-    if smoothing:
-        # PyTorch: (1 - eps) * nll + eps * mean_k(-log p_k), eps/K on every class.
-        loss = (1.0 - smoothing) * loss + smoothing * (lse - jnp.mean(logits, axis=-1))
-    if z_loss:
-        loss = loss + z_loss * lse**2
-    if ignore_index is not None:
-        loss = jnp.where(labels == ignore_index, 0.0, loss)
-    return loss
+def _cross_entropy_rows(options, logits, row_extras, class_weight):
+    """`label_cross_entropy` of one chunk of float32 logits [C, V]: the unfused loss's own rows."""
+    ignore_index, label_smoothing, z_loss = options
+    labels, where = row_extras
+    values, _, _ = label_cross_entropy(
+        logits,
+        labels,
+        axis=1,
+        weight=class_weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        where=where,
+    )
+    return values
 
 
 def fused_linear_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    head_weight: ArrayLike,
+    labels: ArrayLike,
     *,
-    bias: Any = None,
-    chunk_size: int | None = None,
+    head_bias: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     reduction: str = "mean",
-    where: Any = None,
+    where: ArrayLike | None = None,
+    check: bool = False,
+    chunk_size: int | None = None,
 ) -> jax.Array:
-    r"""Cross-entropy of a linear head, `cross_entropy(hidden @ weight + bias, labels)`, fused.
+    r"""Cross-entropy of a linear head, `cross_entropy_loss(hidden @ head_weight + head_bias, labels)`, fused.
 
     $$
     z_n = h_n W + b, \qquad
-    \ell_n = (1-\varepsilon)\,(\operatorname{lse}(z_n) - z_{n, y_n})
-    + \varepsilon\,\bigl(\operatorname{lse}(z_n) - \tfrac1V \textstyle\sum_k z_{n,k}\bigr)
-    + \lambda_z \operatorname{lse}(z_n)^2
+    \ell_n = (1-\varepsilon)\, w_{y_n} (\operatorname{lse}(z_n) - z_{n, y_n})
+    + \tfrac{\varepsilon}{V} \textstyle\sum_c w_c (\operatorname{lse}(z_n) - z_{n,c})
+    + \lambda_z w_{y_n} \operatorname{lse}(z_n)^2
     $$
 
-    The value and gradients equal those of PyTorch's `F.cross_entropy` on the
-    materialised logits (no class weights), but the N x V logits are never
+    Every option means what it means in [jaxkl.cross_entropy_loss][] (and
+    PyTorch's `F.cross_entropy`): `weight` are class weights, `"mean"` is
+    PyTorch's weighted mean `sum(l) / sum(w_y)`; the per-row loss is the
+    same function, applied chunk by chunk. But the N x V logits are never
     formed: rows are processed `chunk_size` at a time inside `lax.scan` and
     the backward pass recomputes each chunk's logits, so peak temporary memory
-    is a few `chunk_size x V` blocks plus one float32 `weight`-sized
+    is a few `chunk_size x V` blocks plus one float32 `head_weight`-sized
     accumulator. The matmuls run in the input dtype (bf16 stays bf16) with
     float32 accumulation; softmax statistics are float32. Gradients flow to
-    `hidden`, `weight` and `bias`.
+    `hidden`, `head_weight` and `head_bias`; class weights get none.
 
     Examples with `labels == ignore_index` contribute 0 and are not counted
     by `"mean"`; `where=False` excludes an example the same way. Labels
@@ -330,21 +293,24 @@ def fused_linear_cross_entropy(
 
     Args:
       hidden: `[N, D]` floating point (e.g. the final hidden states, tokens flattened).
-      weight: `[D, V]` head weight (note: `D` first, as in `hidden @ weight`).
+      head_weight: `[D, V]` head matrix (note: `D` first, as in `hidden @ head_weight`).
       labels: `[N]` integer class indices.
-      bias: optional `[V]` head bias.
-      chunk_size: rows per chunk; `None` picks about `2**22 / V` rows
-        (16 MiB of float32 logits per chunk).
+      head_bias: optional `[V]` head bias.
+      weight: optional `[V]` class weights (constants: no gradient), as in
+        [jaxkl.cross_entropy_loss][].
       ignore_index: a label value whose examples are ignored (PyTorch's -100 convention), or None.
       label_smoothing: `eps` in `[0, 1]`; `eps / V` of the target mass on every class.
       z_loss: coefficient of `lse(z)^2` added per example (PaLM's z-loss), `>= 0`.
-      reduction: `"none"`, `"sum"`, `"mean"` (over counted examples) or
-        `"batchmean"` (sum / N), as in [jaxkl.reduce][].
+      reduction: `"none"`, `"sum"`, `"mean"` (PyTorch's weighted mean over
+        counted examples) or `"batchmean"` (sum / N).
       where: optional boolean `[N]` mask of examples to include.
+      check: add a `checkify` check that the labels are in range.
+      chunk_size: rows per chunk; `None` picks about `2**22 / V` rows
+        (16 MiB of float32 logits per chunk).
 
     Returns:
       A scalar, or `[N]` for `reduction="none"` (0 for excluded examples),
-      in the dtype of `hidden`/`weight`.
+      in the dtype of `hidden`/`head_weight`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxkl
@@ -361,25 +327,24 @@ def fused_linear_cross_entropy(
       Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models" (2024).
       Chowdhery et al., "PaLM" (2022), for the z-loss.
     """
-    hidden, weight, bias = validate_head(hidden, weight, bias)
-    n, v = hidden.shape[0], weight.shape[1]
-    labels = validate_labels(labels, n)
+    hidden, head_weight, head_bias = _validate.linear_head(hidden, head_weight, head_bias)
+    n, v = hidden.shape[0], head_weight.shape[1]
+    labels = _validate.labels(labels, (n,), "hidden.shape[:1]")
     reduction = _validate.reduction(reduction)
     where = _validate.mask(where, (n,))
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
-    ):
-        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    params = (
-        None if ignore_index is None else int(ignore_index),
+    ignore_index = _validate.optional_int(ignore_index, "ignore_index")
+    options = (
+        ignore_index,
         _validate.unit_interval(label_smoothing, "label_smoothing"),
         _validate.nonnegative(z_loss, "z_loss"),
     )
-    static = (_cross_entropy_rows, params, _chunk_size(chunk_size, n, v, hidden.shape[1]))
-    counted = where
-    if ignore_index is not None:
-        kept = labels != ignore_index
-        counted = kept if where is None else kept & where
-    loss = head_loss(static, hidden, weight, bias, labels, None, reduction, counted)
+    acc = compute_dtype(hidden.dtype)
+    if weight is not None:
+        weight = class_weights(weight, v, f"head_weight.shape[1] = {v}").astype(acc)
+    if check:
+        _checks.labels(labels, v, ignore_index)
+    static = Head(_cross_entropy_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]))
+    counted = counted_examples(labels, ignore_index, where)
+    counts = None if weight is None else label_weights(labels, weight, v)[1]
+    loss = head_loss(static, hidden, head_weight, head_bias, (labels, where), weight, reduction, counted, counts)
     return loss.astype(hidden.dtype)
-

@@ -5,59 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax.typing import ArrayLike
 
 from . import _validate
-from ._fused import (
-    _chunk_size,
-    _logits,
-    head_loss,
-    label_log_likelihood,
-    validate_head,
-    validate_labels,
-)
-from ._logits import js_divergence_from_logits, kl_divergence_from_logits
-from ._softmax import logsumexp
-
-DIVERGENCES = ("forward_kl", "reverse_kl", "js")
+from ._distillation import distillation_options, distillation_rows
+from ._fused import Head, chunk_rows, head_loss, head_logits
 
 
-def _distillation_rows(params, logits, row_extras, teacher_weight):
-    """Per-row distillation loss of one chunk of student logits [C, V] (float32)."""
-    temperature, divergence, beta, alpha = params
+def _distillation_rows(static, logits, row_extras, shared):
+    """`distillation_rows` of one chunk of student logits [C, V]: the unfused loss's own rows."""
+    options, static_temperature = static
     teacher_hidden, labels = row_extras
+    teacher_weight, traced_temperature = shared
     # The teacher is a constant: its chunk of logits is rebuilt here, in the
     # backward pass too, and no cotangent ever reaches it.
-    teacher = jax.lax.stop_gradient(_logits(teacher_hidden, teacher_weight, None))
-    teacher = teacher.astype(logits.dtype)
-    if divergence == "forward_kl":
-        soft = kl_divergence_from_logits(teacher, logits, temperature=temperature)
-    elif divergence == "reverse_kl":
-        soft = kl_divergence_from_logits(logits, teacher, temperature=temperature)
-    else:
-        soft = js_divergence_from_logits(teacher, logits, beta=beta, temperature=temperature)
-    # Hinton et al.: soft-target gradients scale as 1/T^2, so the loss is
-    # multiplied by T^2 to keep its weight independent of the temperature.
-    soft = soft * temperature**2
-    if labels is None:
-        return soft
-    hard = -label_log_likelihood(logits, labels, logsumexp(logits))
-    return (1.0 - alpha) * hard + alpha * soft
+    teacher = jax.lax.stop_gradient(head_logits(teacher_hidden, teacher_weight, None)).astype(logits.dtype)
+    temperature = static_temperature if traced_temperature is None else traced_temperature
+    return distillation_rows(logits, teacher, labels, temperature, options, axis=1)
 
 
 def fused_linear_distillation_loss(
-    student_hidden: Any,
-    student_weight: Any,
-    teacher_hidden: Any,
-    teacher_weight: Any,
+    student_hidden: ArrayLike,
+    student_head_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_head_weight: ArrayLike,
     *,
-    temperature: float = 1.0,
+    temperature: Any = 1.0,
+    labels: ArrayLike | None = None,
+    alpha: float = 0.5,
     divergence: str = "forward_kl",
     beta: float = 0.5,
-    labels: Any = None,
-    alpha: float = 0.5,
-    chunk_size: int | None = None,
+    scale_by_temperature_squared: bool = True,
     reduction: str = "batchmean",
-    where: Any = None,
+    where: ArrayLike | None = None,
+    chunk_size: int | None = None,
 ) -> jax.Array:
     r"""Knowledge distillation between two linear heads, never forming either N x V logits array.
 
@@ -72,28 +53,31 @@ def fused_linear_distillation_loss(
     Jensen-Shannon divergence `JS_beta(teacher, student)` with mixture
     `M = beta * teacher + (1 - beta) * student` (`"js"`). With `labels`
     the loss is `(1 - alpha) * CE(s_n, y_n) + alpha * l_n` (the cross-entropy
-    at temperature 1). The teacher receives no gradient. Rows are processed
-    `chunk_size` at a time, as in [jaxkl.fused_linear_cross_entropy][];
-    the soft term reuses the cheap derivatives of
-    [jaxkl.kl_divergence_from_logits][] / [jaxkl.js_divergence_from_logits][].
+    at temperature 1). Every option means what it means in
+    [jaxkl.distillation_loss][], and the per-row loss is the same function,
+    applied to `chunk_size` rows at a time as in
+    [jaxkl.fused_linear_cross_entropy][]: neither N x V logits array is
+    ever formed. The teacher receives no gradient; neither does a traced
+    `temperature` (in [jaxkl.distillation_loss][] it does).
 
     Args:
       student_hidden: `[N, D]` floating point.
-      student_weight: `[D, V]`.
+      student_head_weight: `[D, V]`.
       teacher_hidden: `[N, D']` (the teacher's width may differ).
-      teacher_weight: `[D', V]` (same `V`).
-      temperature: `T > 0`, divides both logits in the soft term.
-      divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
-      beta: weight of the teacher in the JS mixture
-        `M = beta * teacher + (1 - beta) * student`, in `[0, 1]` (the same
-        convention as [jaxkl.distillation_loss][]).
+      teacher_head_weight: `[D', V]` (same `V`).
+      temperature: `T > 0`, divides both logits in the soft term; a Python
+        number or a traced scalar (e.g. under `jit`).
       labels: optional `[N]` integer labels for the hard term; out-of-range
         labels give NaN for that example.
       alpha: weight of the soft term when `labels` is given, in `[0, 1]`.
-      chunk_size: rows per chunk (`None`: about `2**22 / V`).
+      divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
+      beta: weight of the teacher in the JS mixture
+        `M = beta * teacher + (1 - beta) * student`, in `[0, 1]`.
+      scale_by_temperature_squared: multiply the soft term by `T**2`.
       reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"` (default,
         the sum divided by `N`), as in [jaxkl.reduce][].
       where: optional boolean `[N]` mask of examples to include.
+      chunk_size: rows per chunk (`None`: about `2**22 / V`).
 
     Returns:
       A scalar, or `[N]` for `reduction="none"`, in the student's dtype.
@@ -110,30 +94,28 @@ def fused_linear_distillation_loss(
       Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM Training" (2024).
       Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models" (2024).
     """
-    hidden, weight, _ = validate_head(student_hidden, student_weight, None, "student_hidden", "student_weight")
-    t_hidden, t_weight, _ = validate_head(teacher_hidden, teacher_weight, None, "teacher_hidden", "teacher_weight")
+    hidden, weight, _ = _validate.linear_head(
+        student_hidden, student_head_weight, None, "student_hidden", "student_head_weight"
+    )
+    t_hidden, t_weight, _ = _validate.linear_head(
+        teacher_hidden, teacher_head_weight, None, "teacher_hidden", "teacher_head_weight"
+    )
     n, v = hidden.shape[0], weight.shape[1]
     if t_hidden.shape[0] != n or t_weight.shape[1] != v:
         raise ValueError(
             f"teacher and student must share N and V: student_hidden.shape={hidden.shape}, "
-            f"student_weight.shape={weight.shape}, teacher_hidden.shape={t_hidden.shape}, "
-            f"teacher_weight.shape={t_weight.shape}"
+            f"student_head_weight.shape={weight.shape}, teacher_hidden.shape={t_hidden.shape}, "
+            f"teacher_head_weight.shape={t_weight.shape}"
         )
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    temperature = _validate.positive(temperature, "temperature")
-    if temperature is None:
-        raise TypeError("temperature must be a Python number known at trace time")
-    params = (
-        temperature,
-        divergence,
-        _validate.unit_interval(beta, "beta"),
-        _validate.unit_interval(alpha, "alpha"),
-    )
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared)
+    static_temperature = _validate.positive(temperature, "temperature")
+    # A traced temperature travels with the arrays (it receives no gradient here).
+    traced_temperature = None if static_temperature is not None else jax.numpy.asarray(temperature)
     if labels is not None:
-        labels = validate_labels(labels, n)
+        labels = _validate.labels(labels, (n,), "student_hidden.shape[:1]")
     reduction = _validate.reduction(reduction)
     where = _validate.mask(where, (n,))
-    static = (_distillation_rows, params, _chunk_size(chunk_size, n, v, hidden.shape[1]))
-    loss = head_loss(static, hidden, weight, None, (t_hidden, labels), t_weight, reduction, where)
+    static = Head(_distillation_rows, (options, static_temperature), chunk_rows(chunk_size, n, v, hidden.shape[1]))
+    shared = (t_weight, traced_temperature)
+    loss = head_loss(static, hidden, weight, None, (t_hidden, labels), shared, reduction, where)
     return loss.astype(hidden.dtype)

@@ -18,15 +18,19 @@ what makes `-inf` logits and masked classes safe.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _validate
 from ._rowwise import (
+    Axis,
+    binary_entropy,
     clip_value,
     compute_dtype,
+    in_base,
     log_normalizer,
     log_probs,
     prepare_logits,
@@ -41,31 +45,29 @@ from ._rowwise import (
 )
 
 
-def _in_base(value: jax.Array, base: float | None) -> jax.Array:
-    return value if base is None else value / jnp.asarray(math.log(base), value.dtype)
+class Tempered(NamedTuple):
+    """Static options of the two-distribution kernels (KL, JS)."""
+
+    axis: int
+    axis_name: Any = None
+    scale: float = 1.0  # 1 / temperature, when the temperature is known at trace time
+    beta: float = 0.5  # JS: the weight of P in the mixture
 
 
-def _pair(a, b, name_a, name_b, axis, where):
-    """Validate two same-shaped float inputs; return them in one dtype with the axis and mask."""
-    a = _validate.float_array(a, name_a)
-    b = _validate.float_array(b, name_b)
-    _validate.same_shape(a, b, name_a, name_b)
-    dtype = _validate.common_dtype(a, b)
-    axis = _validate.normalize_axis(axis, a.ndim)
-    return a.astype(dtype), b.astype(dtype), axis, _validate.mask(where, a.shape)
+def temperature_scale(temperature: Any, *logits: jax.Array) -> tuple[float, tuple[jax.Array, ...]]:
+    """jaxkl's one temperature policy: `(static scale, logits)` for logits / T.
 
-
-def _temperature_scale(temperature, a, b):
-    """Static `1 / T` when `T` is known at trace time; else divide up front.
-
-    A traced temperature is still differentiated correctly, at the cost of the
-    divided logits being kept for the backward pass.
+    A temperature known at trace time becomes a static `1 / T` that the
+    kernels fold into their own sweep (nothing extra is stored). A traced one
+    divides the logits up front: it is still differentiated correctly (the
+    temperature receives its gradient), at the cost of the divided logits
+    being kept for the backward pass.
     """
     t = _validate.positive(temperature, "temperature")
     if t is not None:
-        return 1.0 / t, a, b
-    t = jnp.asarray(temperature, compute_dtype(a.dtype))
-    return 1.0, a / t, b / t
+        return 1.0 / t, logits
+    t = jnp.asarray(temperature, compute_dtype(logits[0].dtype))
+    return 1.0, tuple(x / t.astype(x.dtype) for x in logits)
 
 
 # --------------------------------------------------------------------- entropy
@@ -90,8 +92,8 @@ def _finite(log_sum):
 
 
 def _entropy_forward(static, x, where):
-    axis, scale, axis_name = static
-    z = prepare_logits(x, where, scale)
+    axis, axis_name = static
+    z = prepare_logits(x, where)
     shift = row_shift(z, axis, axis_name)
     # H = log sum exp(z - shift) - E_P[z - shift].
     log_sum, mean = _normalised_mean(jnp.exp(z - shift), z - shift, axis, axis_name)
@@ -100,11 +102,11 @@ def _entropy_forward(static, x, where):
 
 
 def _entropy_tangent(static, arrays, stats, tangents):
-    axis, scale, axis_name = static
+    axis, axis_name = static
     x, where = arrays
     norm, h = stats
-    logp = log_probs(prepare_logits(x, where, scale), norm)
-    coef = -scale * zero_where_unused(jnp.exp(logp), logp + jnp.expand_dims(h, axis))
+    logp = log_probs(prepare_logits(x, where), norm)
+    coef = -zero_where_unused(jnp.exp(logp), logp + jnp.expand_dims(h, axis))
     return with_tangent(coef, tangents[0], axis, axis_name)
 
 
@@ -112,10 +114,10 @@ _entropy = row_kernel(_entropy_forward, _entropy_tangent, ("full", "mask"))
 
 
 def entropy_from_logits(
-    logits: Any,
+    logits: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     base: float | None = None,
     axis_name: Any = None,
 ) -> jax.Array:
@@ -156,7 +158,7 @@ def entropy_from_logits(
     axis = _validate.normalize_axis(axis, x.ndim)
     where = _validate.mask(where, x.shape)
     base = _validate.base(base)
-    return _in_base(_entropy((axis, 1.0, _validate.axis_name(axis_name)), x, where), base)
+    return in_base(_entropy(Axis(axis, _validate.axis_name(axis_name)), x, where), base)
 
 
 # --------------------------------------------------------------- cross-entropy
@@ -213,11 +215,11 @@ _cross_entropy = row_kernel(
 
 
 def cross_entropy_from_logits(
-    p: Any,
-    q_logits: Any,
+    p: ArrayLike,
+    q_logits: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     base: float | None = None,
     axis_name: Any = None,
 ) -> jax.Array:
@@ -256,16 +258,16 @@ def cross_entropy_from_logits(
     References:
       Murphy, "Probabilistic Machine Learning: An Introduction" (2022), sec. 6.1.
     """
-    p, y, axis, where = _pair(p, q_logits, "p", "q_logits", axis, where)
+    p, y, axis, where = _validate.float_pair(p, q_logits, "p", "q_logits", axis, where)
     base = _validate.base(base)
-    return _in_base(_cross_entropy((axis, _validate.axis_name(axis_name)), p, y, where), base)
+    return in_base(_cross_entropy(Axis(axis, _validate.axis_name(axis_name)), p, y, where), base)
 
 
 # ------------------------------------------------------------------------- KL
 
 
 def _kl_log_probs(static, a, b, where, stats=None):
-    axis, scale, axis_name = static
+    axis, axis_name, scale = static.axis, static.axis_name, static.scale
     za = prepare_logits(a, where, scale)
     zb = prepare_logits(b, where, scale)
     if stats is None:
@@ -274,7 +276,7 @@ def _kl_log_probs(static, a, b, where, stats=None):
 
 
 def _kl_forward(static, a, b, where):
-    axis, scale, axis_name = static
+    axis, axis_name, scale = static.axis, static.axis_name, static.scale
     za = prepare_logits(a, where, scale)
     zb = prepare_logits(b, where, scale)
     norm_b = log_normalizer(zb, axis, axis_name)
@@ -290,7 +292,7 @@ def _kl_forward(static, a, b, where):
 
 
 def _kl_tangent(static, arrays, stats, tangents):
-    axis, scale, axis_name = static
+    axis, axis_name, scale = static.axis, static.axis_name, static.scale
     a, b, where = arrays
     da, db = tangents[:2]
     norm_a, norm_b, k = stats
@@ -310,11 +312,11 @@ _kl = row_kernel(_kl_forward, _kl_tangent, ("full", "full", "mask"))
 
 
 def kl_divergence_from_logits(
-    p_logits: Any,
-    q_logits: Any,
+    p_logits: ArrayLike,
+    q_logits: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     base: float | None = None,
     temperature: float = 1.0,
     axis_name: Any = None,
@@ -359,24 +361,18 @@ def kl_divergence_from_logits(
     References:
       Kullback & Leibler, "On Information and Sufficiency" (1951).
     """
-    a, b, axis, where = _pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
+    a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
-    scale, a, b = _temperature_scale(temperature, a, b)
-    return _in_base(_kl((axis, scale, _validate.axis_name(axis_name)), a, b, where), base)
+    scale, (a, b) = temperature_scale(temperature, a, b)
+    return in_base(_kl(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where), base)
 
 
 # ------------------------------------------------------------------------- JS
 
 
-def binary_entropy(beta: float) -> float:
-    """`-beta log beta - (1 - beta) log(1 - beta)`: the largest JS_beta can be."""
-    return -sum(w * math.log(w) for w in (beta, 1.0 - beta) if w > 0)
-
-
 def _js_parts(static, a, b, where, stats=None):
-    axis, scale, beta, axis_name = static
-    logp, logq, norms = _kl_log_probs((axis, scale, axis_name), a, b, where, stats)
-    u, v = logp + math.log(beta), logq + math.log1p(-beta)
+    logp, logq, norms = _kl_log_probs(static, a, b, where, stats)
+    u, v = logp + math.log(static.beta), logq + math.log1p(-static.beta)
     # Where both are -inf (masked classes) feed logaddexp zeros instead, so
     # that its higher-order derivatives see no -inf - -inf.
     unused = (u == -jnp.inf) & (v == -jnp.inf)
@@ -385,7 +381,7 @@ def _js_parts(static, a, b, where, stats=None):
 
 
 def _js_forward(static, a, b, where):
-    axis, _, beta, axis_name = static
+    axis, axis_name, beta = static.axis, static.axis_name, static.beta
     logp, logq, logm, norms = _js_parts(static, a, b, where)
     kl_pm = row_sum(zero_where_unused(jnp.exp(logp), logp - logm), axis, axis_name)
     kl_qm = row_sum(zero_where_unused(jnp.exp(logq), logq - logm), axis, axis_name)
@@ -394,7 +390,7 @@ def _js_forward(static, a, b, where):
 
 
 def _js_tangent(static, arrays, stats, tangents):
-    axis, scale, beta, axis_name = static
+    axis, axis_name, scale, beta = static
     a, b, where = arrays
     da, db = tangents[:2]
     norms, kl_pm, kl_qm = stats
@@ -413,11 +409,11 @@ _js = row_kernel(_js_forward, _js_tangent, ("full", "full", "mask"))
 
 
 def js_divergence_from_logits(
-    p_logits: Any,
-    q_logits: Any,
+    p_logits: ArrayLike,
+    q_logits: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     base: float | None = None,
     beta: float = 0.5,
     temperature: float = 1.0,
@@ -461,11 +457,11 @@ def js_divergence_from_logits(
       Lin, "Divergence measures based on the Shannon entropy", IEEE Trans.
       Inf. Theory 37 (1991).
     """
-    a, b, axis, where = _pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
+    a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
     beta = _validate.unit_interval(beta, "beta")
-    scale, a, b = _temperature_scale(temperature, a, b)
+    scale, (a, b) = temperature_scale(temperature, a, b)
     if beta in (0.0, 1.0):
         # M equals P or Q: the divergence is identically 0.
         return jnp.zeros(a.shape[:axis] + a.shape[axis + 1 :], a.dtype)
-    return _in_base(_js((axis, scale, beta, _validate.axis_name(axis_name)), a, b, where), base)
+    return in_base(_js(Tempered(axis, _validate.axis_name(axis_name), scale, beta), a, b, where), base)

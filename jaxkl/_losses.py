@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _validate
 from ._reductions import reduce
@@ -13,7 +14,7 @@ from ._rowwise import compute_dtype
 
 
 def kl_div(
-    input: Any, target: Any, *, reduction: str = "mean", log_target: bool = False
+    input: ArrayLike, target: Any, *, reduction: str = "mean", log_target: bool = False
 ) -> jax.Array:
     r"""`torch.nn.functional.kl_div` with PyTorch's argument order and reductions.
 

@@ -6,12 +6,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _validate
 from ._rowwise import compute_dtype
 
 
-def reduce(values: Any, reduction: str = "mean", *, where: Any = None) -> jax.Array:
+def reduce(values: ArrayLike, reduction: str = "mean", *, where: ArrayLike | None = None) -> jax.Array:
     r"""Reduce per-example values the way every jaxkl loss does.
 
     * `"none"`: the values unchanged (masked examples set to 0);
@@ -44,20 +45,40 @@ def reduce(values: Any, reduction: str = "mean", *, where: Any = None) -> jax.Ar
     values = _validate.float_array(values, "values")
     reduction = _validate.reduction(reduction)
     where = _validate.mask(where, values.shape)
-    if where is not None:
-        values = jnp.where(where, values, jnp.zeros((), values.dtype))
     if reduction == "none":
-        return values
+        return values if where is None else jnp.where(where, values, jnp.zeros((), values.dtype))
     # Accumulate low-precision values in float32.
-    total = jnp.sum(values.astype(compute_dtype(values.dtype)))
+    dtype = compute_dtype(values.dtype)
+    weights = example_weights(reduction, values.shape, where, dtype=dtype)
+    return weighted_sum(values.astype(dtype), weights).astype(values.dtype)
+
+
+def example_weights(
+    reduction: str,
+    shape: tuple[int, ...],
+    where: jax.Array | None = None,
+    counts: jax.Array | None = None,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Each example's multiplier in a scalar reduction: the loss is `weighted_sum(values, weights)`.
+
+    The one definition of the reductions, shared by [jaxkl.reduce][] and the
+    losses whose values are only formed chunk by chunk (the fused heads).
+    Excluded examples weigh 0. `counts` is what each kept example counts for
+    in `"mean"` (default 1; a class-weighted cross-entropy counts `w_y`, as
+    PyTorch does); a mean over nothing is 0.
+    """
+    kept = jnp.ones(shape, dtype) if where is None else jnp.broadcast_to(where, shape).astype(dtype)
     if reduction == "sum":
-        result = total
-    elif reduction == "batchmean":
-        result = total / (values.shape[0] if values.ndim else 1)
-    else:
-        if where is None:
-            count = jnp.asarray(values.size, total.dtype)
-        else:
-            count = jnp.sum(jnp.broadcast_to(where, values.shape), dtype=total.dtype)
-        result = jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
-    return result.astype(values.dtype)
+        return kept
+    if reduction == "batchmean":
+        return kept / (shape[0] if shape else 1)
+    counted = kept if counts is None else jnp.where(kept == 0, 0.0, kept * counts.astype(dtype))
+    denominator = jnp.sum(counted)
+    empty = denominator == 0
+    return jnp.where(empty, 0.0, kept / jnp.where(empty, 1.0, denominator))
+
+
+def weighted_sum(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """`sum(weights * values)`; a zero weight removes an example even when its value is NaN."""
+    return jnp.sum(jnp.where(weights == 0, 0.0, weights * values))

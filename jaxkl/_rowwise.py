@@ -18,13 +18,25 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 Forward = Callable[..., tuple[jax.Array, Any]]
+
+
+class Axis(NamedTuple):
+    """The static options every row kernel has: where its classes are.
+
+    A kernel with more options (a temperature, a mixture weight) passes its
+    own NamedTuple with these two fields among its own.
+    """
+
+    axis: int
+    axis_name: Any = None
+
 Tangent = Callable[..., jax.Array]
 
 # Whether kernels that have a CPU derivative rule use it on CPU (read at trace
@@ -48,8 +60,8 @@ def row_kernel(
     stats, tangents)` returns the tangent of `value`; each entry of
     `tangents` is an array or `None` (a known-zero tangent, skipped so that
     reverse mode never sweeps a rows x classes zero). `static` is a hashable
-    tuple whose first entry is the class axis and whose last is the mesh
-    `axis_name` (or None). `kinds` says how each array relates to the
+    NamedTuple with (at least) the fields of `Axis`: the class `axis` and
+    the mesh `axis_name` (or None). `kinds` says how each array relates to the
     input's shape, for `by_row_blocks`: `"full"` (the input's shape),
     `"row"` (the shape without the class axis), `"mask"` (broadcastable to
     the input) or `"class"` (one value per class).
@@ -162,8 +174,7 @@ def by_row_blocks(
     kept class axis of 1 (the statistics).
     """
     full = next(op.shape for op, kind in zip(operands, kinds) if kind == "full")
-    axis, axis_name = static[0], static[-1]
-    block = block_rows(full, axis, axis_name, block_scale)
+    block = block_rows(full, static.axis, static.axis_name, block_scale)
     if block is None:
         return fn(static, *operands)
     lead, classes = full[:-1], full[-1]
@@ -186,7 +197,7 @@ def by_row_blocks(
 
     mapped, whole = zip(*(split(op, kind) for op, kind in zip(operands, kinds)))
     dtypes = tuple(None if op is None else op.dtype for op in operands)
-    block_static = (1,) + tuple(static[1:])
+    block_static = static._replace(axis=1)
 
     def body(parts):
         parts = (None if b is None else _from_bits(b, d) for b, d in zip(parts, dtypes))
@@ -200,6 +211,16 @@ def by_row_blocks(
         return fn(static, *operands)
 
     return jax.lax.platform_dependent(*mapped, cpu=blocked, default=plain)
+
+
+def binary_entropy(beta: float) -> float:
+    """`-beta log beta - (1 - beta) log(1 - beta)`: the largest JS_beta can be."""
+    return -sum(w * math.log(w) for w in (beta, 1.0 - beta) if w > 0)
+
+
+def in_base(value: jax.Array, base: float | None) -> jax.Array:
+    """A value in nats converted to logarithm `base` (None: nats)."""
+    return value if base is None else value / jnp.asarray(math.log(base), value.dtype)
 
 
 def compute_dtype(dtype: Any) -> Any:

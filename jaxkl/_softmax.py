@@ -6,9 +6,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _validate
 from ._rowwise import (
+    Axis,
     log_normalizer,
     log_probs,
     logsumexp_of,
@@ -18,7 +20,7 @@ from ._rowwise import (
     with_tangent,
 )
 
-# Every kernel below takes `static = (axis, axis_name)`; `axis_name` names
+# Every kernel below takes `static = Axis(axis, axis_name)`; `axis_name` names
 # the mesh axis the class axis is sharded over inside `shard_map` (or None).
 
 
@@ -27,7 +29,7 @@ def _prepared(x, where, axis, axis_name):
     x = _validate.float_array(x, "x")
     axis = _validate.normalize_axis(axis, x.ndim)
     where = _validate.mask(where, x.shape)
-    return x, where, (axis, _validate.axis_name(axis_name))
+    return x, where, Axis(axis, _validate.axis_name(axis_name))
 
 
 def _probabilities(x, where, norm):
@@ -48,7 +50,7 @@ def _lse_tangent(static, arrays, norm, tangents):
 _logsumexp = row_kernel(_lse_forward, _lse_tangent, ("full", "mask"))
 
 
-def logsumexp(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
+def logsumexp(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
     r"""Log of the sum of exponentials over one axis, stable and safe to differentiate.
 
     $$
@@ -115,7 +117,7 @@ def _log_softmax_tangent(static, arrays, norm, tangents):
 _log_softmax = row_kernel(_log_softmax_forward, _log_softmax_tangent, ("full", "mask"))
 
 
-def log_softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
+def log_softmax(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
     r"""Log-probabilities `x - logsumexp(x)` with a stable, cheap derivative.
 
     $$
@@ -169,7 +171,7 @@ def _softmax_tangent(static, arrays, norm, tangents):
 _softmax = row_kernel(_softmax_forward, _softmax_tangent, ("full", "mask"))
 
 
-def softmax(x: Any, axis: int = -1, *, where: Any = None, axis_name: Any = None) -> jax.Array:
+def softmax(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
     r"""Probabilities `exp(x - logsumexp(x))` with a stable, cheap derivative.
 
     $$

@@ -54,6 +54,18 @@ def same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
         )
 
 
+def float_pair(
+    a: Any, b: Any, name_a: str, name_b: str, axis: Any, where: Any
+) -> tuple[jax.Array, jax.Array, int, jax.Array | None]:
+    """Two same-shaped float inputs in one dtype, with their class axis and mask."""
+    a = float_array(a, name_a)
+    b = float_array(b, name_b)
+    same_shape(a, b, name_a, name_b)
+    dtype = common_dtype(a, b)
+    axis = normalize_axis(axis, a.ndim)
+    return a.astype(dtype), b.astype(dtype), axis, mask(where, a.shape)
+
+
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """A non-negative axis index, or a ValueError naming the rank."""
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
@@ -158,3 +170,71 @@ def axis_name(value: Any) -> Any:
         except TypeError:
             raise TypeError(f"axis_name must be a mesh axis name or a tuple of them, got {value!r}")
     return value
+
+
+def labels(x: Any, shape: tuple[int, ...], against: str, name: str = "labels") -> jax.Array:
+    """Integer class indices of exactly `shape` (`against` says where the shape comes from)."""
+    x = integer_array(x, name)
+    if x.shape != tuple(shape):
+        raise ValueError(
+            f"{name}.shape={x.shape} must equal {against}, i.e. {tuple(shape)}; "
+            f"jaxkl never broadcasts {name} against logits"
+        )
+    return x
+
+
+def optional_int(value: Any, name: str) -> int | None:
+    """A Python/NumPy integer or None (e.g. `ignore_index`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int or None, got {value!r}")
+    return int(value)
+
+
+def positive_int_or_none(value: Any, name: str) -> int | None:
+    """A positive Python/NumPy integer or None (e.g. `chunk_size`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    return int(value)
+
+
+def choice(value: Any, choices: tuple[str, ...], name: str) -> str:
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def linear_head(
+    hidden: Any,
+    head_weight: Any,
+    head_bias: Any = None,
+    hidden_name: str = "hidden",
+    weight_name: str = "head_weight",
+    bias_name: str = "head_bias",
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """A linear head `hidden [N, D] @ head_weight [D, V] (+ head_bias [V])`, in one dtype."""
+    hidden = float_array(hidden, hidden_name)
+    head_weight = float_array(head_weight, weight_name)
+    if hidden.ndim != 2 or head_weight.ndim != 2 or hidden.shape[1] != head_weight.shape[0]:
+        raise ValueError(
+            f"{hidden_name} must be [N, D] and {weight_name} [D, V], got "
+            f"{hidden_name}.shape={hidden.shape} and {weight_name}.shape={head_weight.shape}"
+        )
+    arrays = [hidden, head_weight]
+    if head_bias is not None:
+        head_bias = float_array(head_bias, bias_name)
+        if head_bias.shape != (head_weight.shape[1],):
+            raise ValueError(
+                f"{bias_name} must have shape ({head_weight.shape[1]},) to match "
+                f"{weight_name}.shape={head_weight.shape}, got {bias_name}.shape={head_bias.shape}"
+            )
+        arrays.append(head_bias)
+    dtype = common_dtype(*arrays)
+    head_bias = None if head_bias is None else head_bias.astype(dtype)
+    return hidden.astype(dtype), head_weight.astype(dtype), head_bias

@@ -89,7 +89,7 @@ def test_cross_entropy_matches_unfused(case):
     )
 
     def fused(h, w, b):
-        out = jaxkl.fused_linear_cross_entropy(h, w, jnp.asarray(y), bias=b, chunk_size=chunk_size, **kw)
+        out = jaxkl.fused_linear_cross_entropy(h, w, jnp.asarray(y), head_bias=b, chunk_size=chunk_size, **kw)
         return out.sum() if reduction == "none" else out
 
     ref_kw = dict(opts, reduction=reduction, where=kw["where"])
@@ -97,7 +97,7 @@ def test_cross_entropy_matches_unfused(case):
     def unfused(h, w, b):
         return _unfused_ce(h, w, b, jnp.asarray(y), **ref_kw).sum()
 
-    value = jaxkl.fused_linear_cross_entropy(h, w, y, bias=b, chunk_size=chunk_size, **kw)
+    value = jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b, chunk_size=chunk_size, **kw)
     np.testing.assert_allclose(
         value, _numpy_ce(h, w, b, y, **dict(opts, reduction=reduction, where=where)), rtol=2e-6, atol=1e-6
     )
@@ -127,7 +127,7 @@ def test_equals_cross_entropy_loss_on_materialised_logits():
         return jax.jit(lambda h, w, b: [grad(h, w, b, r) for r in REDUCTIONS])
 
     fused = all_reductions(
-        lambda h, w, b, r: jaxkl.fused_linear_cross_entropy(h, w, y, bias=b, chunk_size=8, reduction=r, **kw)
+        lambda h, w, b, r: jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b, chunk_size=8, reduction=r, **kw)
     )
     plain = all_reductions(lambda h, w, b, r: jaxkl.cross_entropy_loss(h @ w + b[None, :], y, reduction=r, **kw))
     for r, ((_, got), got_grads), ((_, want), want_grads) in zip(REDUCTIONS, fused(h, w, b), plain(h, w, b)):
@@ -147,10 +147,10 @@ def test_no_bias_and_chunk_larger_than_rows():
 def test_out_of_range_label_is_nan_for_that_example_only():
     h, w, b, y = _problem(1)
     y[[2, 5]] = [V, -1]  # one past the end, and -1 (which optax would wrap to V-1)
-    rows = jaxkl.fused_linear_cross_entropy(h, w, y, bias=b, reduction="none", chunk_size=8)
+    rows = jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b, reduction="none", chunk_size=8)
     assert np.isnan(rows[2]) and np.isnan(rows[5])
     assert np.isfinite(np.delete(np.asarray(rows), [2, 5])).all()
-    assert np.isnan(jaxkl.fused_linear_cross_entropy(h, w, y, bias=b))
+    assert np.isnan(jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b))
     # Masking the bad examples out gives a finite loss and a finite gradient.
     keep = np.isin(np.arange(N), [2, 5], invert=True)
     loss = lambda w: jaxkl.fused_linear_cross_entropy(h, w, y, where=jnp.asarray(keep), chunk_size=8)
@@ -172,8 +172,8 @@ def test_shift_invariance_of_huge_logits():
     # is the rounding of the logits themselves (float32 ulp at 1e4 is ~1e-3; the
     # mean of such roundings is ~1e-5). Without the max shift it would be ~1e-3.
     h, w, b, y = _problem(3)
-    base = jaxkl.fused_linear_cross_entropy(h, w, y, bias=b, chunk_size=8)
-    shifted = jaxkl.fused_linear_cross_entropy(h, w, y, bias=b + np.float32(1e4), chunk_size=8)
+    base = jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b, chunk_size=8)
+    shifted = jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b + np.float32(1e4), chunk_size=8)
     np.testing.assert_allclose(shifted, base, atol=1e-4)
 
 
@@ -181,7 +181,7 @@ def test_bfloat16_within_documented_tolerance():
     h, w, b, y = _problem(4)
     hb, wb, bb = (jnp.asarray(x, jnp.bfloat16) for x in (h, w, b))
     f32 = [np.asarray(x, np.float32) for x in (hb, wb, bb)]
-    loss = lambda h, w, b: jaxkl.fused_linear_cross_entropy(h, w, y, bias=b, chunk_size=8)
+    loss = lambda h, w, b: jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b, chunk_size=8)
     value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(hb, wb, bb)
     assert value.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
     np.testing.assert_allclose(np.float32(value), _numpy_ce(*f32, y), rtol=1e-2)
@@ -194,12 +194,14 @@ def test_bad_arguments_raise_at_trace_time():
     h, w, b, y = _problem(5)
     with pytest.raises(ValueError, match="hidden.shape"):
         jaxkl.fused_linear_cross_entropy(h, w.T, y)
-    with pytest.raises(TypeError, match="labels must be integers"):
+    with pytest.raises(TypeError, match="labels must be an integer array"):
         jaxkl.fused_linear_cross_entropy(h, w, y.astype(np.float32))
-    with pytest.raises(ValueError, match="labels must have shape"):
+    with pytest.raises(ValueError, match=r"labels.shape=\(36,\) must equal hidden.shape\[:1\]"):
         jaxkl.fused_linear_cross_entropy(h, w, y[:-1])
-    with pytest.raises(ValueError, match="bias"):
-        jaxkl.fused_linear_cross_entropy(h, w, y, bias=b[:-1])
+    with pytest.raises(ValueError, match="head_bias"):
+        jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b[:-1])
+    with pytest.raises(ValueError, match="weight.shape"):
+        jaxkl.fused_linear_cross_entropy(h, w, y, weight=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="chunk_size"):
         jaxkl.fused_linear_cross_entropy(h, w, y, chunk_size=0)
     with pytest.raises(ValueError, match="label_smoothing"):
