@@ -27,6 +27,12 @@ from jax.experimental import checkify
 REAL = "real"
 POSITIVE = "positive"
 LOWER_CHOLESKY = "lower_cholesky"
+ABOVE = "above:"  # "above:low": greater than the (earlier) parameter `low`
+
+
+def above(name: str) -> str:
+    """The constraint "greater than the parameter `name`" (declared earlier in `_params`)."""
+    return ABOVE + name
 
 
 def _as_float(x: Any, name: str) -> jax.Array:
@@ -80,7 +86,9 @@ class Distribution:
     """Base class: an immutable pytree of parameters with a batch and an event shape.
 
     Subclasses set `_params` (`(name, event_ndims, constraint)` triples with
-    constraint `"real"`, `"positive"` or `"lower_cholesky"`), call
+    constraint `"real"`, `"positive"`, `"lower_cholesky"` or `"above:<name>"`,
+    greater than an earlier parameter), optionally `_static` (names of
+    hashable attributes carried as pytree metadata, not leaves), call
     `self._set_params(...)` in `__init__` and implement the methods that
     make sense for them; they become pytrees automatically. Parameters are
     broadcast to one batch shape at construction, and concrete values that
@@ -107,6 +115,7 @@ class Distribution:
     """
 
     _params: ClassVar[tuple[tuple[str, int, str], ...]] = ()
+    _static: ClassVar[tuple[str, ...]] = ()
     reparameterized: ClassVar[bool] = True
     """Whether `sample` is differentiable in the parameters (reparameterised)."""
 
@@ -117,15 +126,35 @@ class Distribution:
     # ----------------------------------------------------------------- pytree
 
     def _tree_flatten(self):
-        return tuple(getattr(self, name) for name, _, _ in self._params), None
+        children = tuple(getattr(self, name) for name, _, _ in self._params)
+        return children, tuple(getattr(self, name) for name in self._static)
 
     @classmethod
     def _tree_unflatten(cls, aux, children):
-        del aux
         obj = object.__new__(cls)
+        for name, value in zip(cls._static, aux):
+            object.__setattr__(obj, name, value)
         for (name, _, _), child in zip(cls._params, children):
             object.__setattr__(obj, name, child)
         return obj
+
+    def _rebuild(self, children) -> Distribution:
+        """The same type and static attributes with new leaves (no validation)."""
+        return type(self)._tree_unflatten(self._tree_flatten()[1], children)
+
+    def _broadcast_batch(self, batch: tuple) -> Distribution:
+        """This distribution with its parameters broadcast to the batch shape `batch`."""
+        if self.batch_shape == tuple(batch):
+            return self
+        if not self._params or type(self)._tree_flatten is not Distribution._tree_flatten:
+            raise ValueError(
+                f"cannot broadcast {type(self).__name__} from {self.batch_shape} to {batch}"
+            )
+        children = []
+        for name, event_ndims, _ in self._params:
+            x = getattr(self, name)
+            children.append(jnp.broadcast_to(x, tuple(batch) + x.shape[x.ndim - event_ndims :]))
+        return self._rebuild(children)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable; use .replace({name}=...)")
@@ -133,6 +162,7 @@ class Distribution:
     def replace(self, **params: Any) -> Distribution:
         """A copy with some parameters replaced (validated like the constructor)."""
         values = {name: getattr(self, name) for name, _, _ in self._params}
+        values.update((name, getattr(self, name)) for name in self._static)
         unknown = set(params) - set(values)
         if unknown:
             raise TypeError(f"{type(self).__name__} has no parameter(s) {sorted(unknown)}")
@@ -207,6 +237,10 @@ class Distribution:
                     )
                 )
                 out.append((upper == 0, f"{name} must be lower triangular (0 above the diagonal)", upper))
+            elif constraint.startswith(ABOVE):
+                other = constraint[len(ABOVE) :]
+                ok = xp.isnan(x) | (x > xp.asarray(getattr(self, other)))
+                out.append((ok, f"{name} must be > {other}", x))
         return out
 
     def check(self) -> None:
@@ -274,6 +308,41 @@ class Distribution:
     def variance(self) -> jax.Array:
         """The (marginal) variance, shape `batch_shape + event_shape`."""
         raise NotImplementedError(f"{type(self).__name__} has no variance")
+
+    def stddev(self) -> jax.Array:
+        """The (marginal) standard deviation `sqrt(variance())`."""
+        return jnp.sqrt(self.variance())
+
+    def cross_entropy(self, other: Distribution) -> jax.Array:
+        r"""Cross-entropy $H(p, q) = -\mathbb E_{x\sim p}[\log q(x)] = H(p) + \mathrm{KL}(p\,\|\,q)$ in nats.
+
+        `self` is `p`. Analytic wherever `entropy` has a closed form and
+        [jaxkl.distributions.kl_divergence][] is registered for the pair.
+
+        Args:
+          other: the distribution `q`; batch shapes broadcast as in
+            [jaxkl.distributions.kl_divergence][].
+
+        Returns:
+          One value per batch member, `+inf` where `q` puts no mass on part of
+          `p`'s support.
+
+        Raises:
+          NotImplementedError: no entropy or no analytic KL for the pair.
+
+        Examples:
+          >>> import numpy as np
+          >>> from jaxkl.distributions import Normal
+          >>> print(np.asarray(Normal(0.0, 1.0).cross_entropy(Normal(0.0, 2.0))).round(4))
+          1.7371
+
+        References:
+          Cover, Thomas, "Elements of Information Theory" (2006), section 2.3.
+        """
+        from ._kl import kl_divergence  # the registry imports the families, not the reverse
+
+        kl = kl_divergence(self, other)
+        return jnp.broadcast_to(self.entropy(), kl.shape) + kl
 
     # -------------------------------------------------------------- helpers
 

@@ -1,7 +1,8 @@
-"""Discrete families parameterised by logits: Categorical and Bernoulli.
+"""Discrete families parameterised by logits (or probabilities): Categorical and Bernoulli.
 
 Both reuse the core log-space kernels (a Bernoulli is a two-class categorical
-with logits `[l, 0]`), so `-inf` logits and huge logits behave as they do in
+with log-probabilities `[-softplus(-l), -softplus(l)]`), so `-inf` logits,
+huge logits and the Bernoulli's `+inf` (probability 1) behave as they do in
 [jaxkl.entropy_from_logits][]. Neither sampler is reparameterisable.
 """
 
@@ -11,10 +12,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._logits import entropy_from_logits
 from .._softmax import log_softmax, softmax
-from ._base import REAL, Distribution, broadcast_value
+from ._base import REAL, Distribution, _as_float, broadcast_value, is_concrete
 
 
 def _integer_value(x: Any, name: str = "x") -> jax.Array:
@@ -22,6 +24,37 @@ def _integer_value(x: Any, name: str = "x") -> jax.Array:
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{name} must hold integer class indices, got dtype {x.dtype}")
     return x
+
+
+def logits_from(owner: str, logits: Any, probs: Any, *, binary: bool) -> Any:
+    """The logits of a family given as `logits=` or `probs=` (exactly one).
+
+    `binary`: `probs` is P(x = 1) and the logits are `log p - log(1 - p)`
+    (`+inf` at p = 1, `-inf` at p = 0); otherwise `probs` is `[..., K]` and the
+    logits are `log p` (normalised later by the log-softmax; `-inf` at 0).
+    """
+    if (logits is None) == (probs is None):
+        raise TypeError(f"{owner}: pass exactly one of logits= and probs=")
+    if probs is None:
+        return logits
+    probs = _as_float(probs, "probs")
+    if is_concrete(probs):
+        values = np.asarray(probs)
+        bad = ~(np.isnan(values) | ((values >= 0) & ((values <= 1) | (not binary))))
+        if bad.any():
+            bound = "in [0, 1]" if binary else ">= 0"
+            raise ValueError(
+                f"{owner}: probs must be {bound}; {int(bad.sum())} of {values.size} entries "
+                f"are not (first: {values[bad].flat[0].item()!r})"
+            )
+    if binary:
+        return jnp.log(probs) - jnp.log1p(-probs)
+    return jnp.log(probs)
+
+
+def bernoulli_log_probs(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(log P(1), log P(0))` = `(-softplus(-l), -softplus(l))`: exact at `l = +-inf`."""
+    return -jax.nn.softplus(-logits), -jax.nn.softplus(logits)
 
 
 class Categorical(Distribution):
@@ -32,11 +65,18 @@ class Categorical(Distribution):
     \qquad H = -\sum_k p_k \log p_k
     $$
 
-    Draws are integer class indices (event shape `()`); `log_prob` of an
-    index outside `[0, K)` is `-inf`.
+    Draws are integer class indices (event shape `()`); `log_prob` takes
+    labels of any integer dtype, and an index outside `[0, K)` is `-inf`.
 
     Args:
-      logits: `[..., K]`; `-inf` marks a class of probability 0.
+      logits: `[..., K]`; `-inf` marks a class of probability 0 (`+inf` is
+        not a valid logit: give such a distribution as `probs=`).
+      probs: instead of `logits`, `[..., K]` non-negative weights (normalised
+        here; the logits are `log(probs)`).
+
+    Raises:
+      TypeError: neither or both of `logits` and `probs`.
+      ValueError: concrete negative `probs`.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -47,6 +87,8 @@ class Categorical(Distribution):
       [-1.3863 -0.2877] 0.5623
       >>> d.sample(jax.random.key(0), (4,)).shape
       (4,)
+      >>> print(Categorical(probs=jnp.array([0.0, 1.0])).log_prob(jnp.uint8(1)))
+      0.0
 
     References:
       Cover, Thomas, "Elements of Information Theory" (2006), ch. 2.
@@ -55,8 +97,8 @@ class Categorical(Distribution):
     reparameterized = False
     _params = (("logits", 1, REAL),)
 
-    def __init__(self, logits: Any):
-        self._set_params(logits=logits)
+    def __init__(self, logits: Any = None, *, probs: Any = None):
+        self._set_params(logits=logits_from("Categorical", logits, probs, binary=False))
 
     @property
     def num_classes(self) -> int:
@@ -71,8 +113,10 @@ class Categorical(Distribution):
     def log_prob(self, x):
         x, shape = broadcast_value(_integer_value(x), self.batch_shape, ())
         logp = jnp.broadcast_to(log_softmax(self.logits), shape + (self.num_classes,))
-        valid = (x >= 0) & (x < self.num_classes)
-        index = jnp.where(valid, x, 0)[..., None]
+        # compare in the labels' own dtype; K may not fit in it (uint8 labels, K = 300)
+        below_k = x < self.num_classes if self.num_classes <= jnp.iinfo(x.dtype).max else True
+        valid = (x >= 0) & below_k
+        index = jnp.where(valid, x, 0).astype(jnp.int32)[..., None]
         picked = jnp.take_along_axis(logp, index, axis=-1)[..., 0]
         return jnp.where(valid, picked, -jnp.inf)
 
@@ -85,12 +129,27 @@ class Categorical(Distribution):
         return entropy_from_logits(self.logits)
 
 
+class BinaryLogits(Distribution):
+    """Families of one success probability `sigmoid(logits)`, given as `logits=` or `probs=`."""
+
+    reparameterized = False
+    _params = (("logits", 0, REAL),)
+
+    def __init__(self, logits: Any = None, *, probs: Any = None):
+        self._set_params(logits=logits_from(type(self).__name__, logits, probs, binary=True))
+
+    @property
+    def probs(self) -> jax.Array:
+        """The probability of success (of 1) `sigmoid(logits)`."""
+        return jax.nn.sigmoid(self.logits)
+
+
 def _two_class(logits: jax.Array) -> jax.Array:
-    """Bernoulli logits `l` as two-class logits `[l, 0]` (probability of 1 first)."""
-    return jnp.stack([logits, jnp.zeros_like(logits)], axis=-1)
+    """Bernoulli logits `l` as two-class log-probabilities (of 1 first), finite unless `l = -+inf`."""
+    return jnp.stack(bernoulli_log_probs(logits), axis=-1)
 
 
-class Bernoulli(Distribution):
+class Bernoulli(BinaryLogits):
     r"""Bernoulli distribution of `x in {0, 1}` with `P(x = 1) = sigmoid(logits)`.
 
     $$
@@ -99,10 +158,16 @@ class Bernoulli(Distribution):
     $$
 
     Draws are `0.0`/`1.0` in the logits' dtype; `log_prob` of any other
-    value is `-inf`.
+    value is `-inf`. `logits = +inf` / `-inf` (probability 1 / 0) are valid:
+    entropy 0, KL 0 against itself and `+inf` against the opposite one.
 
     Args:
       logits: any shape.
+      probs: instead of `logits`, `P(x = 1)` in `[0, 1]`.
+
+    Raises:
+      TypeError: neither or both of `logits` and `probs`.
+      ValueError: concrete `probs` outside `[0, 1]`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -113,22 +178,17 @@ class Bernoulli(Distribution):
       mean [0.5    0.8808]
       >>> print("log p(1)", np.asarray(d.log_prob(1.0)).round(4))
       log p(1) [-0.6931 -0.1269]
+      >>> print(Bernoulli(probs=1.0).entropy(), Bernoulli(probs=0.25).stddev())
+      0.0 0.4330127
 
     References:
       Murphy, "Probabilistic Machine Learning: An Introduction" (2022), section 2.4.
     """
 
-    reparameterized = False
-    _params = (("logits", 0, REAL),)
-
-    def __init__(self, logits: Any):
-        self._set_params(logits=logits)
-
     def log_prob(self, x):
         x, shape = self._value(x)
-        logits = self._param("logits", shape)
-        value = jnp.where(x == 1, -jax.nn.softplus(-logits), -jax.nn.softplus(logits))
-        return jnp.where((x == 0) | (x == 1), value, -jnp.inf)
+        log_one, log_zero = bernoulli_log_probs(self._param("logits", shape))
+        return jnp.where(x == 1, log_one, jnp.where(x == 0, log_zero, -jnp.inf))
 
     def sample(self, key, shape=()):
         shape = self._sample_shape(shape)

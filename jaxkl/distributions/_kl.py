@@ -2,8 +2,8 @@
 
 `kl_divergence(p, q)` finds the function registered for the pair of types
 (walking both classes' MROs, most specific first), broadcasts the two batch
-shapes explicitly and calls it. Built-in closed forms cover every same-family
-pair except mixtures. Each value is clamped at 0 (rounding can otherwise give a
+shapes explicitly and calls it. This module holds the registry and the
+same-family closed forms; `_kl_cross` adds pairs of different families. Each value is clamped at 0 (rounding can otherwise give a
 tiny negative) while its gradient stays the formula's.
 """
 
@@ -19,9 +19,11 @@ from jax.scipy.special import betaln, digamma, gammaln
 from .._logits import kl_divergence_from_logits
 from .._rowwise import clip_value_only
 from ._base import Distribution
-from ._discrete import Bernoulli, Categorical, _two_class
+from ._counts import Binomial, Geometric, Poisson, times
+from ._discrete import Bernoulli, Categorical, _two_class, bernoulli_log_probs
+from ._independent import Independent
 from ._multivariate import Dirichlet, MultivariateNormalDiag, MultivariateNormalTriL, _solve_lower
-from ._univariate import Beta, Exponential, Gamma, Laplace, Normal
+from ._univariate import Beta, Cauchy, Exponential, Gamma, Laplace, LogNormal, Normal, Uniform
 
 KLFunction = Callable[[Distribution, Distribution], jax.Array]
 _REGISTRY: dict[tuple[type, type], KLFunction] = {}
@@ -87,26 +89,14 @@ def has_kl(p: Distribution, q: Distribution) -> bool:
       `True` if a function is registered for the pair (or for base classes of it).
 
     Examples:
-      >>> from jaxkl.distributions import Laplace, Normal, has_kl
-      >>> has_kl(Normal(0.0, 1.0), Normal(1.0, 1.0)), has_kl(Normal(0.0, 1.0), Laplace(0.0, 1.0))
+      >>> from jaxkl.distributions import Normal, StudentT, has_kl
+      >>> has_kl(Normal(0.0, 1.0), Normal(1.0, 1.0)), has_kl(Normal(0.0, 1.0), StudentT(3.0, 0.0, 1.0))
       (True, False)
 
     References:
       See [jaxkl.distributions.register_kl][].
     """
     return _lookup(type(p), type(q)) is not None
-
-
-def _broadcast_batch(d: Distribution, batch: tuple) -> Distribution:
-    if d.batch_shape == batch:
-        return d
-    if not d._params or type(d)._tree_flatten is not Distribution._tree_flatten:
-        raise ValueError(f"cannot broadcast {type(d).__name__} from {d.batch_shape} to {batch}")
-    children = []
-    for name, event_ndims, _ in d._params:
-        x = getattr(d, name)
-        children.append(jnp.broadcast_to(x, batch + x.shape[x.ndim - event_ndims :]))
-    return type(d)._tree_unflatten(None, children)
 
 
 def kl_divergence(p: Distribution, q: Distribution) -> jax.Array:
@@ -116,10 +106,13 @@ def kl_divergence(p: Distribution, q: Distribution) -> jax.Array:
     \mathrm{KL}(p\,\|\,q) = \mathbb E_{x\sim p}\big[\log p(x) - \log q(x)\big]
     $$
 
-    Closed forms are built in for every same-family pair (Normal, Laplace,
-    Exponential, Gamma, Beta, MultivariateNormalDiag, MultivariateNormalTriL,
-    Dirichlet, Categorical and Bernoulli, the last two through
-    [jaxkl.kl_divergence_from_logits][]); add others with
+    Closed forms are built in for every same-family pair except StudentT and
+    mixtures (Categorical, Bernoulli and Binomial through
+    [jaxkl.kl_divergence_from_logits][]), for the cross-family pairs of
+    `torch.distributions` (Beta‖Normal, Gamma‖Exponential, Normal‖Laplace, …,
+    and `+inf` where `q`'s support misses part of `p`'s) and for
+    MultivariateNormalDiag‖MultivariateNormalTriL both ways: the full table
+    is in the docs, "KL pairs". Add others with
     [jaxkl.distributions.register_kl][]. The batch shapes of `p` and `q` are broadcast
     against each other (explicitly, as NumPy does); event shapes must match.
 
@@ -164,7 +157,7 @@ def kl_divergence(p: Distribution, q: Distribution) -> jax.Array:
         raise ValueError(
             f"batch shapes of p {p.batch_shape} and q {q.batch_shape} do not broadcast"
         ) from None
-    return fn(_broadcast_batch(p, batch), _broadcast_batch(q, batch))
+    return fn(p._broadcast_batch(batch), q._broadcast_batch(batch))
 
 
 def _nonnegative(value: jax.Array) -> jax.Array:
@@ -188,8 +181,18 @@ def _kl_mvn_diag(p, q):
     return _nonnegative(jnp.sum(terms, axis=-1))
 
 
+def _as_tril(d: MultivariateNormalDiag | MultivariateNormalTriL) -> MultivariateNormalTriL:
+    if isinstance(d, MultivariateNormalTriL):
+        return d
+    eye = jnp.eye(d.scale_diag.shape[-1], dtype=d.scale_diag.dtype)
+    return MultivariateNormalTriL._tree_unflatten((), (d.loc, d.scale_diag[..., None] * eye))
+
+
+@register_kl(MultivariateNormalDiag, MultivariateNormalTriL)
+@register_kl(MultivariateNormalTriL, MultivariateNormalDiag)
 @register_kl(MultivariateNormalTriL, MultivariateNormalTriL)
 def _kl_mvn_tril(p, q):
+    p, q = _as_tril(p), _as_tril(q)
     d = p.loc.shape[-1]
     m = _solve_lower(q.scale_tril, p.scale_tril)  # Lq^{-1} Lp: trace term is its Frobenius norm
     z = _solve_lower(q.scale_tril, (q.loc - p.loc)[..., None])[..., 0]
@@ -260,3 +263,56 @@ def _kl_categorical(p, q):
 @register_kl(Bernoulli, Bernoulli)
 def _kl_bernoulli(p, q):
     return kl_divergence_from_logits(_two_class(p.logits), _two_class(q.logits))
+
+
+@register_kl(LogNormal, LogNormal)
+def _kl_log_normal(p, q):  # KL is invariant under the bijection exp
+    return _nonnegative(_normal_terms(p.loc, p.scale, q.loc, q.scale))
+
+
+@register_kl(Cauchy, Cauchy)
+def _kl_cauchy(p, q):
+    # Chyzak, Nielsen, "A closed-form formula for the Kullback-Leibler divergence
+    # between Cauchy distributions" (2019)
+    spread = jnp.square(p.scale + q.scale) + jnp.square(p.loc - q.loc)
+    return _nonnegative(jnp.log(spread) - jnp.log(4.0 * p.scale * q.scale))
+
+
+@register_kl(Uniform, Uniform)
+def _kl_uniform(p, q):
+    inside = (q.low <= p.low) & (p.high <= q.high)
+    value = jnp.log(q.high - q.low) - jnp.log(p.high - p.low)
+    return jnp.where(inside, _nonnegative(value), jnp.inf)
+
+
+@register_kl(Poisson, Poisson)
+def _kl_poisson(p, q):
+    return _nonnegative(p.rate * (jnp.log(p.rate) - jnp.log(q.rate)) - p.rate + q.rate)
+
+
+@register_kl(Geometric, Geometric)
+def _kl_geometric(p, q):
+    # E_p[log p] - E_p[log q] with E_p[k] = (1 - p) / p; 0 * log 0 terms are 0
+    log_success_q, log_failure_q = bernoulli_log_probs(q.logits)
+    cross = -times(p.mean(), log_failure_q) - log_success_q
+    return _nonnegative(cross - p.entropy())
+
+
+@register_kl(Binomial, Binomial)
+def _kl_binomial(p, q):
+    if p.total_count == q.total_count:  # n * KL of one trial
+        kl = kl_divergence_from_logits(_two_class(p.logits), _two_class(q.logits))
+        return p.total_count * kl
+    # different n: the finite sum over every count either can take (+inf where p's exceed q's n)
+    size = max(p.total_count, q.total_count) + 1
+    return kl_divergence_from_logits(p.log_probs_of_counts(size), q.log_probs_of_counts(size))
+
+
+@register_kl(Independent, Independent)
+def _kl_independent(p, q):
+    if p.reinterpreted_batch_ndims != q.reinterpreted_batch_ndims:
+        raise NotImplementedError(
+            "KL between Independent distributions that reinterpret different numbers of batch "
+            f"dims ({p.reinterpreted_batch_ndims} and {q.reinterpreted_batch_ndims})"
+        )
+    return p._sum_reinterpreted(kl_divergence(p.base, q.base))

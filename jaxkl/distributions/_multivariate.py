@@ -82,8 +82,12 @@ class MultivariateNormalDiag(_VectorEvent):
 
 
 def _solve_lower(tril: jax.Array, b: jax.Array) -> jax.Array:
-    """`tril^{-1} b` for `b` of shape `[..., d]` or `[..., d, k]` with equal batch dims."""
-    return jax.lax.linalg.triangular_solve(tril, b, left_side=True, lower=True)
+    """`tril^{-1} b` for `b` of shape `[..., d]` or `[..., d, k]` with equal batch dims.
+
+    The two are promoted to one dtype first (`triangular_solve` does not promote).
+    """
+    dtype = jnp.promote_types(tril.dtype, b.dtype)
+    return jax.lax.linalg.triangular_solve(tril.astype(dtype), b.astype(dtype), left_side=True, lower=True)
 
 
 class MultivariateNormalTriL(_VectorEvent):

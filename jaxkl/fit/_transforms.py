@@ -3,7 +3,8 @@
 Each parameter's declared constraint picks a bijection from the real numbers:
 `real` is left alone, `positive` goes through softplus, and a
 `lower_cholesky` factor keeps its strictly lower part and puts its diagonal
-through softplus. The unconstrained values are held in an object of the same
+through softplus, and `above:<name>` (an upper bound) is the other parameter
+plus a softplus. The unconstrained values are held in an object of the same
 distribution type (built without validation), so optax sees the same pytree.
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..distributions import Distribution, MixtureSameFamily
-from ..distributions._base import LOWER_CHOLESKY, POSITIVE, REAL
+from ..distributions import Distribution, Independent, MixtureSameFamily
+from ..distributions._base import ABOVE, LOWER_CHOLESKY, POSITIVE, REAL
 
 
 def _inverse_softplus(y: jax.Array) -> jax.Array:
@@ -41,26 +42,37 @@ _INVERSE = {
 }
 
 
-def _map(dist: Distribution, table) -> Distribution:
+def _map(dist: Distribution, table, inverse: bool = False) -> Distribution:
     if isinstance(dist, MixtureSameFamily):
-        children = (dist.mixture_logits, _map(dist.components, table))
+        children = (dist.mixture_logits, _map(dist.components, table, inverse))
         return MixtureSameFamily._tree_unflatten(None, children)
+    if isinstance(dist, Independent):
+        return dist._rebuild((_map(dist.base, table, inverse),))
     if not dist._params or type(dist)._tree_flatten is not Distribution._tree_flatten:
         raise TypeError(
             f"cannot fit a {type(dist).__name__}: it does not declare its parameters "
             "through Distribution._params"
         )
-    children = []
+    mapped = {}
     for name, _, constraint in dist._params:
-        if constraint not in table:
+        x = getattr(dist, name)
+        if constraint.startswith(ABOVE):
+            # x = other + softplus(u): the lower bound is the other parameter's constrained value
+            other = constraint[len(ABOVE) :]
+            if inverse:
+                mapped[name] = _inverse_softplus(x - getattr(dist, other))
+            else:
+                mapped[name] = mapped[other] + jax.nn.softplus(x)
+        elif constraint in table:
+            mapped[name] = table[constraint](x)
+        else:
             raise TypeError(f"no unconstrained transform for constraint {constraint!r} ({name})")
-        children.append(table[constraint](getattr(dist, name)))
-    return type(dist)._tree_unflatten(None, children)
+    return dist._rebuild([mapped[name] for name, _, _ in dist._params])
 
 
 def unconstrain(dist: Distribution) -> Distribution:
     """The unconstrained parameters of `dist`, held in an object of the same type."""
-    return _map(dist, _INVERSE)
+    return _map(dist, _INVERSE, inverse=True)
 
 
 def constrain(free: Distribution) -> Distribution:
