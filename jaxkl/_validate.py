@@ -158,3 +158,22 @@ def axis_name(value: Any) -> Any:
         except TypeError:
             raise TypeError(f"axis_name must be a mesh axis name or a tuple of them, got {value!r}")
     return value
+
+
+def order(value: Any, name: str = "alpha", *, renyi: bool = False) -> float:
+    """The order of a Rényi / Tsallis / Amari measure, a Python number known at trace time.
+
+    Rényi orders (`renyi=True`) lie in [0, inf], `inf` included; other orders
+    are any finite real. The kernels branch on the special orders (0, 1, inf),
+    so a traced order is refused.
+    """
+    v = concrete_number(value)
+    if v is None:
+        raise TypeError(f"{name} must be a Python number known at trace time, got a traced value")
+    if math.isnan(v):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if renyi and v < 0:
+        raise ValueError(f"{name} must lie in [0, inf] (jnp.inf included) for a Rényi measure, got {value!r}")
+    if not renyi and not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
