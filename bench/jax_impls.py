@@ -61,6 +61,15 @@ def _jnp_js(a, b):
     return 0.5 * jnp.sum(jnp.exp(lp) * (lp - lm)) + 0.5 * jnp.sum(jnp.exp(lq) * (lq - lm))
 
 
+# The orders of the Rényi entries: generic ones (not 1/2 or 2, which Hellinger and chi2 time).
+RENYI_ALPHA, RENYI_ENTROPY_ALPHA = 1.5, 3.0
+
+
+def _jnp_renyi(a, b):
+    lp, lq = jax.nn.log_softmax(a), jax.nn.log_softmax(b)
+    return jnp.sum(jax.nn.logsumexp(RENYI_ALPHA * lp + (1 - RENYI_ALPHA) * lq, axis=-1)) / (RENYI_ALPHA - 1)
+
+
 def _jnp_ce_labels(a, y):
     picked = jnp.take_along_axis(a, y[:, None], axis=-1)[:, 0]
     return jnp.sum(jax.nn.logsumexp(a, axis=-1) - picked)
@@ -136,6 +145,60 @@ TABLE: dict[str, Kernel] = {
             "jaxkl": lambda a, b: jnp.sum(jaxkl.js_divergence_from_logits(a, b)),
             "optax": None,  # optax has no Jensen-Shannon divergence
             "jnp": _jnp_js,
+        },
+    ),
+    "tv": Kernel(
+        "total_variation_from_logits",
+        "ab",
+        (0, 1),
+        {
+            "jaxkl": lambda a, b: jnp.sum(jaxkl.total_variation_from_logits(a, b)),
+            "optax": None,  # optax has none of the divergences below
+            "jnp": lambda a, b: 0.5 * jnp.sum(jnp.abs(jax.nn.softmax(a) - jax.nn.softmax(b))),
+        },
+    ),
+    "hellinger": Kernel(
+        "hellinger_distance_from_logits",
+        "ab",
+        (0, 1),
+        {
+            "jaxkl": lambda a, b: jnp.sum(jaxkl.hellinger_distance_from_logits(a, b)),
+            "optax": None,
+            "jnp": lambda a, b: jnp.sum(
+                jnp.sqrt(1 - jnp.sum(jnp.sqrt(jax.nn.softmax(a) * jax.nn.softmax(b)), axis=-1))
+            ),
+        },
+    ),
+    "chi2": Kernel(
+        "chi2_divergence_from_logits",
+        "ab",
+        (0, 1),
+        {
+            "jaxkl": lambda a, b: jnp.sum(jaxkl.chi2_divergence_from_logits(a, b)),
+            "optax": None,
+            "jnp": lambda a, b: jnp.sum((jax.nn.softmax(a) - jax.nn.softmax(b)) ** 2 / jax.nn.softmax(b)),
+        },
+    ),
+    "renyi": Kernel(
+        f"renyi_divergence_from_logits (alpha={RENYI_ALPHA:g})",
+        "ab",
+        (0, 1),
+        {
+            "jaxkl": lambda a, b: jnp.sum(jaxkl.renyi_divergence_from_logits(a, b, alpha=RENYI_ALPHA)),
+            "optax": None,
+            "jnp": _jnp_renyi,
+        },
+    ),
+    "renyi_entropy": Kernel(
+        f"renyi_entropy_from_logits (alpha={RENYI_ENTROPY_ALPHA:g})",
+        "a",
+        (0,),
+        {
+            "jaxkl": lambda a: jnp.sum(jaxkl.renyi_entropy_from_logits(a, alpha=RENYI_ENTROPY_ALPHA)),
+            "optax": None,
+            "jnp": lambda a: jnp.sum(
+                jax.nn.logsumexp(RENYI_ENTROPY_ALPHA * jax.nn.log_softmax(a), axis=-1) / (1 - RENYI_ENTROPY_ALPHA)
+            ),
         },
     ),
     "ce_labels": Kernel(

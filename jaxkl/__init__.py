@@ -1,4 +1,4 @@
-"""jaxkl: JAX kernels for entropy, cross-entropy, KL and Jensen-Shannon divergence."""
+"""jaxkl: JAX kernels for entropy, cross-entropy, KL, Jensen-Shannon and related divergences."""
 
 from . import distributions as distributions
 from . import fit as fit
@@ -23,10 +23,39 @@ from ._reductions import reduce as reduce
 from ._softmax import log_softmax as log_softmax
 from ._softmax import logsumexp as logsumexp
 from ._softmax import softmax as softmax
+from ._divergences_f import alpha_divergence as alpha_divergence
+from ._divergences_f import chi2_divergence as chi2_divergence
+from ._divergences_f import f_divergence as f_divergence
+from ._divergences_f import hellinger_distance as hellinger_distance
+from ._divergences_f import renyi_divergence as renyi_divergence
+from ._divergences_f import renyi_entropy as renyi_entropy
+from ._divergences_f import total_variation as total_variation
+from ._divergences_f import tsallis_entropy as tsallis_entropy
+from ._information import conditional_entropy as conditional_entropy
+from ._information import conditional_entropy_from_logits as conditional_entropy_from_logits
+from ._information import joint_entropy as joint_entropy
+from ._information import joint_entropy_from_logits as joint_entropy_from_logits
+from ._information import mutual_information as mutual_information
+from ._information import mutual_information_from_counts as mutual_information_from_counts
+from ._information import mutual_information_from_logits as mutual_information_from_logits
+from ._logits_f import alpha_divergence_from_logits as alpha_divergence_from_logits
+from ._logits_f import chi2_divergence_from_logits as chi2_divergence_from_logits
+from ._logits_f import f_divergence_from_logits as f_divergence_from_logits
+from ._logits_f import hellinger_distance_from_logits as hellinger_distance_from_logits
+from ._logits_f import renyi_divergence_from_logits as renyi_divergence_from_logits
+from ._logits_f import renyi_entropy_from_logits as renyi_entropy_from_logits
+from ._logits_f import total_variation_from_logits as total_variation_from_logits
+from ._logits_f import tsallis_entropy_from_logits as tsallis_entropy_from_logits
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "alpha_divergence",
+    "alpha_divergence_from_logits",
+    "chi2_divergence",
+    "chi2_divergence_from_logits",
+    "conditional_entropy",
+    "conditional_entropy_from_logits",
     "consistency_loss",
     "cross_entropy",
     "cross_entropy_from_logits",
@@ -35,9 +64,15 @@ __all__ = [
     "distributions",
     "entropy",
     "entropy_from_logits",
+    "f_divergence",
+    "f_divergence_from_logits",
     "fit",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_loss",
+    "hellinger_distance",
+    "hellinger_distance_from_logits",
+    "joint_entropy",
+    "joint_entropy_from_logits",
     "js_divergence",
     "js_divergence_from_logits",
     "kl_div",
@@ -46,6 +81,17 @@ __all__ = [
     "kl_estimate",
     "log_softmax",
     "logsumexp",
+    "mutual_information",
+    "mutual_information_from_counts",
+    "mutual_information_from_logits",
     "reduce",
+    "renyi_divergence",
+    "renyi_divergence_from_logits",
+    "renyi_entropy",
+    "renyi_entropy_from_logits",
     "softmax",
+    "total_variation",
+    "total_variation_from_logits",
+    "tsallis_entropy",
+    "tsallis_entropy_from_logits",
 ]

@@ -36,7 +36,7 @@ def xlogy(p: jax.Array, q: jax.Array) -> jax.Array:
     return p * jnp.log(safe_q)
 
 
-def _prepared(p, q, name_p, name_q, axis, where, base, check):
+def prepared_pair(p, q, name_p, name_q, axis, where, base, check):
     """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype."""
     p, q, axis, where = _validate.float_pair(p, q, name_p, name_q, axis, where)
     base = _validate.base(base)
@@ -78,7 +78,7 @@ def entropy(
     References:
       Cover & Thomas, "Elements of Information Theory", 2nd ed. (2006), ch. 2.
     """
-    p, _, axis, base, dtype = _prepared(p, p, "p", "p", axis, where, base, check)
+    p, _, axis, base, dtype = prepared_pair(p, p, "p", "p", axis, where, base, check)
     h = -jnp.sum(rel_entr(p, jnp.ones_like(p)), axis=axis)
     return in_base(h, base).astype(dtype)
 
@@ -115,7 +115,7 @@ def cross_entropy(
     References:
       Cover & Thomas, "Elements of Information Theory", 2nd ed. (2006), ch. 2.
     """
-    p, q, axis, base, dtype = _prepared(p, q, "p", "q", axis, where, base, check)
+    p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
     return in_base(-jnp.sum(xlogy(p, q), axis=axis), base).astype(dtype)
 
 
@@ -156,7 +156,7 @@ def kl_divergence(
     References:
       Kullback & Leibler, "On Information and Sufficiency" (1951).
     """
-    p, q, axis, base, dtype = _prepared(p, q, "p", "q", axis, where, base, check)
+    p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
     k = clip_value_only(jnp.sum(rel_entr(p, q), axis=axis), 0.0, None)
     return in_base(k, base).astype(dtype)
 
@@ -205,7 +205,7 @@ def js_divergence(
       Inf. Theory 37 (1991).
     """
     beta = _validate.unit_interval(beta, "beta")
-    p, q, axis, base, dtype = _prepared(p, q, "p", "q", axis, where, base, check)
+    p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
     m = beta * p + (1.0 - beta) * q
     js = 0.0
     # A zero weight drops its term entirely (0 * inf would be NaN).

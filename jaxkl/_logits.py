@@ -30,6 +30,7 @@ from ._rowwise import (
     binary_entropy,
     clip_value,
     compute_dtype,
+    finite_log_sum,
     in_base,
     log_normalizer,
     log_probs,
@@ -86,18 +87,13 @@ def _normalised_mean(e, values, axis, axis_name):
     return jnp.log(total), weighted / jnp.squeeze(jnp.where(total == 0, 1.0, total), axis)
 
 
-def _finite(log_sum):
-    """A row's log-sum with -inf (an empty row) as 0, for sums that then cancel."""
-    return jnp.where(log_sum == -jnp.inf, 0.0, log_sum)
-
-
 def _entropy_forward(static, x, where):
     axis, axis_name = static
     z = prepare_logits(x, where)
     shift = row_shift(z, axis, axis_name)
     # H = log sum exp(z - shift) - E_P[z - shift].
     log_sum, mean = _normalised_mean(jnp.exp(z - shift), z - shift, axis, axis_name)
-    h = jnp.squeeze(_finite(log_sum), axis) - mean
+    h = jnp.squeeze(finite_log_sum(log_sum), axis) - mean
     return clip_value(h, 0.0, None).astype(x.dtype), ((shift, log_sum), h)
 
 
@@ -285,7 +281,7 @@ def _kl_forward(static, a, b, where):
     # differences stay exact in the shifts (identical inputs give exactly 0).
     gap = (za - shift_a) - (zb - norm_b[0])
     log_sum_a, mean = _normalised_mean(jnp.exp(za - shift_a), gap, axis, axis_name)
-    k = mean - jnp.squeeze(_finite(log_sum_a) - _finite(norm_b[1]), axis)
+    k = mean - jnp.squeeze(finite_log_sum(log_sum_a) - finite_log_sum(norm_b[1]), axis)
     # An empty P (all -inf or masked) has KL 0.
     k = jnp.where(jnp.squeeze(log_sum_a, axis) == -jnp.inf, 0.0, k)
     return clip_value(k, 0.0, None).astype(a.dtype), ((shift_a, log_sum_a), norm_b, k)

@@ -218,6 +218,11 @@ def binary_entropy(beta: float) -> float:
     return -sum(w * math.log(w) for w in (beta, 1.0 - beta) if w > 0)
 
 
+def finite_log_sum(log_sum: jax.Array) -> jax.Array:
+    """A row's log-sum with -inf (an empty row) as 0, for sums that then cancel."""
+    return jnp.where(log_sum == -jnp.inf, 0.0, log_sum)
+
+
 def in_base(value: jax.Array, base: float | None) -> jax.Array:
     """A value in nats converted to logarithm `base` (None: nats)."""
     return value if base is None else value / jnp.asarray(math.log(base), value.dtype)

@@ -238,3 +238,22 @@ def linear_head(
     dtype = common_dtype(*arrays)
     head_bias = None if head_bias is None else head_bias.astype(dtype)
     return hidden.astype(dtype), head_weight.astype(dtype), head_bias
+
+
+def order(value: Any, name: str = "alpha", *, renyi: bool = False) -> float:
+    """The order of a Rényi / Tsallis / Amari measure, a Python number known at trace time.
+
+    Rényi orders (`renyi=True`) lie in [0, inf], `inf` included; other orders
+    are any finite real. The kernels branch on the special orders (0, 1, inf),
+    so a traced order is refused.
+    """
+    v = concrete_number(value)
+    if v is None:
+        raise TypeError(f"{name} must be a Python number known at trace time, got a traced value")
+    if math.isnan(v):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if renyi and v < 0:
+        raise ValueError(f"{name} must lie in [0, inf] (jnp.inf included) for a Rényi measure, got {value!r}")
+    if not renyi and not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v

@@ -15,6 +15,7 @@ PAGES = [
     "docs/getting-started.md",
     "docs/conventions.md",
     "docs/numerics.md",
+    "docs/choosing-a-divergence.md",
     "docs/kl-estimators.md",
     "docs/large-vocabularies.md",
     "docs/fitting.md",
