@@ -276,8 +276,8 @@ def contrastive_loss(
       >>> print(jaxkl.contrastive_loss(x, x).round(6))
       0.313262
       >>> loss, grad_t = jax.value_and_grad(lambda t: jaxkl.contrastive_loss(x, x, temperature=t))(0.5)
-      >>> print(grad_t.round(6))  # d/dT of log(1 + e^(-1/T)): -2 e^-2 / (1 + e^-2)
-      -0.238406
+      >>> print(grad_t.round(6))  # d/dT of log(1 + e^(-1/T)) at T = 1/2: 4 e^-2 / (1 + e^-2)
+      0.476812
 
     References:
       van den Oord, Li & Vinyals, "Representation Learning with Contrastive

@@ -17,6 +17,7 @@ PAGES = [
     "docs/numerics.md",
     "docs/kl-estimators.md",
     "docs/large-vocabularies.md",
+    "docs/contrastive-and-topk.md",
     "docs/fitting.md",
 ]
 
