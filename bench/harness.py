@@ -57,6 +57,8 @@ def backends() -> list[tuple[str, jax.Device]]:
 # Hidden size D of the fused head's inputs: small, so that its three N x D x V
 # matmuls keep the sweep affordable on a few CPU cores while V sets the logits' size.
 HIDDEN = 128
+# Teacher classes kept by the top-k distillation entry (k = classes // 2 on tiny sizes).
+TOPK = 64
 
 
 def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
@@ -64,7 +66,9 @@ def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str,
 
     Logits ``a``, ``b``, probabilities ``p``, labels ``y``; hidden states ``h``
     ``[rows, HIDDEN]`` and a head weight ``w`` ``[HIDDEN, classes]`` scaled so
-    that ``h @ w`` has unit variance.
+    that ``h @ w`` has unit variance; paired embeddings ``e``, ``g``
+    ``[rows, HIDDEN]``; the top-k classes ``i`` of ``log_softmax(b)`` and their
+    log-probabilities ``l``.
     """
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
@@ -73,9 +77,19 @@ def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str,
     y = rng.integers(0, classes, size=rows, dtype=np.int32)
     h = rng.standard_normal((rows, HIDDEN), dtype=np.float32)
     w = rng.standard_normal((HIDDEN, classes), dtype=np.float32) * np.float32(HIDDEN**-0.5)
+    # Paired unit embeddings for the contrastive loss: g a noisy view of e (cosine ~0.24),
+    # so that at T = 0.07 the positives do not swamp every negative.
+    g = h + 4 * rng.standard_normal((rows, HIDDEN), dtype=np.float32)
+    g /= np.linalg.norm(g, axis=-1, keepdims=True)
+    h_unit = h / np.linalg.norm(h, axis=-1, keepdims=True)
+    # The teacher's top-k (indices i, log-probabilities l) of log_softmax(b).
+    k = min(TOPK, max(1, classes // 2))
+    log_p = b - np.log(np.sum(np.exp(b - b.max(-1, keepdims=True)), -1, keepdims=True)) - b.max(-1, keepdims=True)
+    i = np.argsort(-log_p, axis=-1, kind="stable")[:, :k].astype(np.int32)
+    l = np.take_along_axis(log_p, i, axis=-1)
     cast = jnp.dtype(dtype)
-    floats = {"a": a, "b": b, "p": p, "h": h, "w": w}
-    return {name: x.astype(cast) for name, x in floats.items()} | {"y": y}
+    floats = {"a": a, "b": b, "p": p, "h": h, "w": w, "e": h_unit, "g": g, "l": l}
+    return {name: x.astype(cast) for name, x in floats.items()} | {"y": y, "i": i}
 
 
 def kernel_args(kernel: str, arrays: dict) -> list:

@@ -16,7 +16,8 @@ final sum over rows is O(rows) and does not change the ranking.
 Inputs are named by the arrays of ``harness.host_inputs``: ``a``, ``b`` logits
 (``b`` is the fixed target of the distillation and consistency losses), ``p``
 probabilities, ``y`` int labels, ``h`` hidden states ``[rows, D]`` and ``w`` a
-head weight ``[D, classes]``.
+head weight ``[D, classes]``, ``e``/``g`` paired embeddings ``[rows, D]``, ``i``
+and ``l`` a teacher's top-k indices and log-probabilities ``[rows, k]``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ import optax
 import jaxkl
 from jaxkl import _rowwise
 
+from .contrastive import materialised_topk
+
 _LOG2 = math.log(2.0)
 LOGITS = "ab"  # the inputs the exp floor exponentiates
 FULL_SIZE = "abp"  # the rows x classes inputs
 
 # distillation_loss at T = 2 exercises the temperature and its T² scaling.
 DISTILLATION_T = 2.0
+# contrastive_loss at CLIP's initial temperature.
+CONTRASTIVE_T = 0.07
 # consistency_loss with UDA's settings: a sharpened target (T = 0.4) and confidence masking.
 CONSISTENCY_T, CONSISTENCY_THRESHOLD = 0.4, 0.8
 
@@ -97,6 +102,13 @@ def _jnp_consistency(x, t):
     kl = jnp.sum(jnp.exp(lt) * (lt - jax.nn.log_softmax(x)), axis=-1)
     kept = jnp.max(jax.nn.softmax(t), axis=-1) > CONSISTENCY_THRESHOLD
     return jnp.sum(jnp.where(kept, kl, 0)) / jnp.maximum(jnp.sum(kept, dtype=kl.dtype), 1)
+
+
+def _jnp_contrastive(x, y):
+    # CLIP's symmetric InfoNCE from the whole N x N similarity matrix.
+    s = x @ y.T / CONTRASTIVE_T
+    lse = 0.5 * (jax.nn.logsumexp(s, axis=1) + jax.nn.logsumexp(s, axis=0))
+    return jnp.mean(lse - jnp.diagonal(s))
 
 
 def _jnp_fused_ce(h, w, y):
@@ -231,6 +243,26 @@ TABLE: dict[str, Kernel] = {
             ),
             "optax": None,  # optax has no consistency loss; its KL is the distillation peer's
             "jnp": _jnp_consistency,
+        },
+    ),
+    "contrastive": Kernel(
+        f"contrastive_loss (T={CONTRASTIVE_T:g}, rows x 128 embeddings)",
+        "eg",
+        (0, 1),
+        {
+            "jaxkl": lambda x, y: jaxkl.contrastive_loss(x, y, temperature=CONTRASTIVE_T),
+            "optax": None,  # optax's ntxent is SimCLR's single-view loss, not CLIP's paired one
+            "jnp": _jnp_contrastive,
+        },
+    ),
+    "topk_distillation": Kernel(
+        "topk_distillation_loss (T=2, k=64, bucket tail)",
+        "ail",
+        (0,),
+        {
+            "jaxkl": lambda z, i, l: jaxkl.topk_distillation_loss(z, i, l, temperature=2.0),
+            "optax": None,  # optax has no sparse-target distillation
+            "jnp": materialised_topk,
         },
     ),
     "fused_ce": Kernel(

@@ -2,6 +2,7 @@
 
 from . import distributions as distributions
 from . import fit as fit
+from ._contrastive import contrastive_loss as contrastive_loss
 from ._cross_entropy_loss import cross_entropy_loss as cross_entropy_loss
 from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
@@ -14,6 +15,10 @@ from ._fused import fused_linear_cross_entropy as fused_linear_cross_entropy
 from ._fused_distillation import (
     fused_linear_distillation_loss as fused_linear_distillation_loss,
 )
+from ._topk_distillation import (
+    fused_linear_topk_distillation_loss as fused_linear_topk_distillation_loss,
+)
+from ._topk_distillation import topk_distillation_loss as topk_distillation_loss
 from ._logits import cross_entropy_from_logits as cross_entropy_from_logits
 from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
@@ -57,6 +62,7 @@ __all__ = [
     "conditional_entropy",
     "conditional_entropy_from_logits",
     "consistency_loss",
+    "contrastive_loss",
     "cross_entropy",
     "cross_entropy_from_logits",
     "cross_entropy_loss",
@@ -69,6 +75,7 @@ __all__ = [
     "fit",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_loss",
+    "fused_linear_topk_distillation_loss",
     "hellinger_distance",
     "hellinger_distance_from_logits",
     "joint_entropy",
@@ -90,6 +97,7 @@ __all__ = [
     "renyi_entropy",
     "renyi_entropy_from_logits",
     "softmax",
+    "topk_distillation_loss",
     "total_variation",
     "total_variation_from_logits",
     "tsallis_entropy",

@@ -59,3 +59,22 @@ def labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> Non
         "(first offending label is {})",
         jnp.where(jnp.any(~ok), labels.ravel()[jnp.argmin(ok.ravel())], 0),
     )
+
+
+def top_k_indices(indices: jax.Array, num_classes: int) -> None:
+    """Check that each row of `indices[..., k]` holds distinct classes in `[0, num_classes)`."""
+    if indices.size == 0:
+        return
+    ok = (indices >= 0) & (indices < num_classes)
+    checkify.check(
+        jnp.all(ok),
+        f"teacher_indices has an entry outside [0, {num_classes}) (first offending index is {{}})",
+        jnp.where(jnp.any(~ok), indices.ravel()[jnp.argmin(ok.ravel())], 0),
+    )
+    ordered = jnp.sort(indices, axis=-1)
+    repeated = ordered[..., 1:] == ordered[..., :-1]
+    checkify.check(
+        ~jnp.any(repeated),
+        "teacher_indices has a class twice in one row (first repeated class is {})",
+        jnp.where(jnp.any(repeated), ordered[..., 1:].ravel()[jnp.argmax(repeated.ravel())], 0),
+    )

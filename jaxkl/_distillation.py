@@ -42,30 +42,31 @@ def distillation_options(divergence, beta, alpha, scale_by_temperature_squared) 
     )
 
 
-def soft_term(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
-    """The soft term per example, in the compute dtype: the chosen divergence
-    between `softmax(teacher / T)` and `softmax(student / T)`, times `T**2`
-    when `options.scale_by_temperature_squared`.
-
-    Every distillation loss (unfused, fused, top-k) takes its soft term from here.
-    """
+def divergence_rows(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
+    """The chosen divergence between `softmax(teacher / T)` and `softmax(student / T)`, per example."""
     if options.divergence == "forward_kl":
-        soft = kl_divergence_from_logits(teacher, student, axis=axis, temperature=temperature)
-    elif options.divergence == "reverse_kl":
-        soft = kl_divergence_from_logits(student, teacher, axis=axis, temperature=temperature)
-    else:
-        soft = js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
-    acc = compute_dtype(student.dtype)
-    soft = soft.astype(acc)
-    if options.scale_by_temperature_squared:
-        # Hinton et al.: soft-target gradients scale as 1/T^2; the factor
-        # keeps their weight independent of the temperature.
-        t = _validate.concrete_number(temperature)
-        if t is None:
-            soft = soft * jnp.square(jnp.asarray(temperature, acc))
-        elif t != 1.0:
-            soft = soft * (t * t)
-    return soft
+        return kl_divergence_from_logits(teacher, student, axis=axis, temperature=temperature)
+    if options.divergence == "reverse_kl":
+        return kl_divergence_from_logits(student, teacher, axis=axis, temperature=temperature)
+    return js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
+
+
+def scaled_by_temperature(soft: jax.Array, temperature, options: DistillationOptions) -> jax.Array:
+    """`soft * T**2` when `options.scale_by_temperature_squared` (Hinton et al.:
+    soft-target gradients scale as 1/T^2; the factor keeps their weight
+    independent of the temperature)."""
+    if not options.scale_by_temperature_squared:
+        return soft
+    t = _validate.concrete_number(temperature)
+    if t is None:
+        return soft * jnp.square(jnp.asarray(temperature, soft.dtype))
+    return soft if t == 1.0 else soft * (t * t)
+
+
+def soft_term(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
+    """The soft term per example, in the compute dtype; every distillation loss takes it from here."""
+    soft = divergence_rows(student, teacher, temperature, options, axis).astype(compute_dtype(student.dtype))
+    return scaled_by_temperature(soft, temperature, options)
 
 
 def distillation_rows(student, teacher, labels, temperature, options: DistillationOptions, axis: int) -> jax.Array:

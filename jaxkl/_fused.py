@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _checks, _validate
+from ._chunks import chunked, unchunked
 from ._cross_entropy_loss import class_weights, counted_examples, label_cross_entropy, label_weights
 from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import compute_dtype
@@ -72,22 +73,6 @@ def chunk_rows(chunk_size: Any, num_rows: int, num_classes: int, hidden_size: in
     return min(chunk_size, max(num_rows, 1))
 
 
-def _chunked(tree: Any, num_chunks: int, size: int) -> Any:
-    """Pad the leading axis to `num_chunks * size` rows and split it into chunks."""
-
-    def split(x):
-        pad = num_chunks * size - x.shape[0]
-        if pad:
-            x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-        return x.reshape((num_chunks, size) + x.shape[1:])
-
-    return jax.tree_util.tree_map(split, tree)
-
-
-def _unchunked(x: jax.Array, num_rows: int) -> jax.Array:
-    return x.reshape((-1,) + x.shape[2:])[:num_rows]
-
-
 def head_logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     """One chunk of logits, matmul in the input dtype with float32 accumulation."""
     z = jnp.dot(h, weight, preferred_element_type=compute_dtype(weight.dtype))
@@ -125,7 +110,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     row_fn, params, size = static.row_fn, static.params, static.chunk_size
     n = hidden.shape[0]
     num_chunks = -(-n // size)
-    xs = _chunked((hidden, row_extras), num_chunks, size)
+    xs = chunked((hidden, row_extras), num_chunks, size)
 
     def rows_of(h_c, ex_c):
         return lambda z: row_fn(params, z, ex_c, shared)
@@ -137,7 +122,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
             return None, rows_of(h_c, ex_c)(head_logits(h_c, weight, bias))
 
         _, values = jax.lax.scan(value_step, None, xs)
-        return _unchunked(values, n)
+        return unchunked(values, n)
 
     acc = compute_dtype(weight.dtype)
 
@@ -154,11 +139,11 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
         return (d_weight, d_bias), (values, d_h)
 
     init = (jnp.zeros(weight.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
-    cts = _chunked(cotangent, num_chunks, size)
+    cts = chunked(cotangent, num_chunks, size)
     (d_weight, d_bias), (values, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
-    grads = (_unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias)
-    return _unchunked(values, n), grads
+    grads = (unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias)
+    return unchunked(values, n), grads
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -18,6 +18,7 @@ PAGES = [
     "docs/choosing-a-divergence.md",
     "docs/kl-estimators.md",
     "docs/large-vocabularies.md",
+    "docs/contrastive-and-topk.md",
     "docs/fitting.md",
 ]
 
