@@ -16,11 +16,13 @@ from jax.typing import ArrayLike
 
 from . import _validate
 from ._cross_entropy_loss import label_cross_entropy
-from ._logits import js_divergence_from_logits, kl_divergence_from_logits, temperature_scale
+from ._logits import js_divergence_from_logits, kl_divergence_from_logits, log_mixture, temperature_scale
+from ._logits_f import total_variation_from_logits
 from ._reductions import reduce
-from ._rowwise import compute_dtype, log_normalizer, prepare_logits
+from ._rowwise import clip_value, compute_dtype, log_normalizer, prepare_logits, row_sum, zero_where_unused
+from ._softmax import log_softmax
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "js")
+DIVERGENCES = ("forward_kl", "reverse_kl", "js", "tvd", "skew_kl", "skew_reverse_kl")
 
 
 class DistillationOptions(NamedTuple):
@@ -30,16 +32,36 @@ class DistillationOptions(NamedTuple):
     beta: float = 0.5
     alpha: float = 0.5
     scale_by_temperature_squared: bool = True
+    skew: float = 0.1
 
 
-def distillation_options(divergence, beta, alpha, scale_by_temperature_squared) -> DistillationOptions:
+def distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew=0.1) -> DistillationOptions:
     """Validate the options shared by the unfused and fused distillation losses."""
     return DistillationOptions(
         _validate.choice(divergence, DIVERGENCES, "divergence"),
         _validate.unit_interval(beta, "beta"),
         _validate.unit_interval(alpha, "alpha"),
         bool(scale_by_temperature_squared),
+        _validate.unit_interval(skew, "skew"),
     )
+
+
+def skewed_kl(x, y, weight_of_x: float, temperature, axis: int) -> jax.Array:
+    """`KL(X || w X + (1 - w) Y)` per example, `X = softmax(x / T)`, `Y = softmax(y / T)`.
+
+    The skew divergences of DistiLLM. The log-mixture is formed from jaxkl's
+    log-softmax (exact at `-inf`); the derivative is plain autodiff through
+    it, which keeps a few rows x classes arrays for the backward pass.
+    """
+    if weight_of_x == 1.0:
+        return jnp.zeros(x.shape[:axis] + x.shape[axis + 1 :], compute_dtype(x.dtype))
+    if weight_of_x == 0.0:
+        return kl_divergence_from_logits(x, y, axis=axis, temperature=temperature)
+    scale, (x, y) = temperature_scale(temperature, x, y)
+    logx = log_softmax(prepare_logits(x, None, scale), axis)
+    logy = log_softmax(prepare_logits(y, None, scale), axis)
+    logm = log_mixture(logx, logy, weight_of_x)
+    return clip_value(row_sum(zero_where_unused(jnp.exp(logx), logx - logm), axis), 0.0, None)
 
 
 def divergence_rows(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
@@ -48,7 +70,14 @@ def divergence_rows(student, teacher, temperature, options: DistillationOptions,
         return kl_divergence_from_logits(teacher, student, axis=axis, temperature=temperature)
     if options.divergence == "reverse_kl":
         return kl_divergence_from_logits(student, teacher, axis=axis, temperature=temperature)
-    return js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
+    if options.divergence == "js":
+        return js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
+    if options.divergence == "tvd":
+        return total_variation_from_logits(teacher, student, axis=axis, temperature=temperature)
+    # Both skews compare with the mixture M = skew * teacher + (1 - skew) * student.
+    if options.divergence == "skew_kl":
+        return skewed_kl(teacher, student, options.skew, temperature, axis)
+    return skewed_kl(student, teacher, 1.0 - options.skew, temperature, axis)
 
 
 def scaled_by_temperature(soft: jax.Array, temperature, options: DistillationOptions) -> jax.Array:
@@ -103,6 +132,7 @@ def distillation_loss(
     alpha: float = 0.5,
     divergence: str = "forward_kl",
     beta: float = 0.5,
+    skew: float = 0.1,
     scale_by_temperature_squared: bool = True,
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
@@ -120,7 +150,16 @@ def distillation_loss(
     * `"js"`: generalised JSD $\beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(S\|M)$
       with $M = \beta P + (1-\beta) S$, i.e. `JS_beta(teacher, student)`
       with `beta` the teacher's weight (the GKD convention; `beta` of 0 or
-      1 makes it identically 0),
+      1 makes it identically 0);
+    * `"tvd"`: total variation $\tfrac12 \sum_i |P_i - S_i|$ (see
+      [jaxkl.total_variation_from_logits][]);
+    * `"skew_kl"`: $\mathrm{KL}(P \,\|\, M_\lambda)$ and `"skew_reverse_kl"`:
+      $\mathrm{KL}(S \,\|\, M_\lambda)$, both against the mixture
+      $M_\lambda = \lambda P + (1-\lambda) S$ with $\lambda$ = `skew`
+      (DistiLLM's skew KL with $\alpha = \lambda$; its skew reverse KL with
+      $\alpha = 1 - \lambda$). `skew` = 0 gives forward KL and 1 gives 0 for
+      `"skew_kl"`; the derivative is autodiff through jaxkl's `log_softmax`
+      (a few rows x classes arrays kept for the backward pass),
 
     times $T^2$ when `scale_by_temperature_squared` (soft gradients
     shrink like $1/T^2$; the factor keeps their size comparable to the
@@ -140,10 +179,11 @@ def distillation_loss(
       temperature: `T > 0` dividing both logits for the soft part.
       labels: optional integer labels, shape of the logits without `axis`.
       alpha: weight of the soft part in `[0, 1]` (used only with `labels`).
-      divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
+      divergence: `"forward_kl"`, `"reverse_kl"`, `"js"`, `"tvd"`, `"skew_kl"` or `"skew_reverse_kl"`.
       beta: weight of the teacher in the JS mixture
         `M = beta * teacher + (1 - beta) * student`, in `[0, 1]` (the same
         convention as [jaxkl.fused_linear_distillation_loss][]).
+      skew: weight $\lambda$ of the teacher in the skew divergences' mixture, in `[0, 1]`.
       scale_by_temperature_squared: multiply the soft part by `T**2`.
       reduction: over examples, as [jaxkl.reduce][] (default
         `"batchmean"`: sum over examples divided by the first dimension).
@@ -166,12 +206,14 @@ def distillation_loss(
     References:
       Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
       (2015); Agarwal et al., "On-Policy Distillation of Language Models:
-      Learning from Self-Generated Mistakes" (GKD, ICLR 2024) for the JS variant.
+      Learning from Self-Generated Mistakes" (GKD, ICLR 2024) for the JS variant;
+      Ko et al., "DistiLLM: Towards Streamlined Distillation for Large Language
+      Models" (ICML 2024) for the skew divergences.
     """
     s, t, axis, where, dtype = _model_and_target(
         student_logits, teacher_logits, "student_logits", "teacher_logits", axis, where
     )
-    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared)
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew)
     reduction = _validate.reduction(reduction)
     _validate.positive(temperature, "temperature")
     if labels is not None:

@@ -35,6 +35,7 @@ def fused_linear_distillation_loss(
     alpha: float = 0.5,
     divergence: str = "forward_kl",
     beta: float = 0.5,
+    skew: float = 0.1,
     scale_by_temperature_squared: bool = True,
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
@@ -51,7 +52,9 @@ def fused_linear_distillation_loss(
     where $D$ is `KL(teacher || student)` (`"forward_kl"`, Hinton et
     al.), `KL(student || teacher)` (`"reverse_kl"`) or the generalised
     Jensen-Shannon divergence `JS_beta(teacher, student)` with mixture
-    `M = beta * teacher + (1 - beta) * student` (`"js"`). With `labels`
+    `M = beta * teacher + (1 - beta) * student` (`"js"`), or total variation
+    (`"tvd"`) or the skew divergences (`"skew_kl"`, `"skew_reverse_kl"`) of
+    [jaxkl.distillation_loss][]. With `labels`
     the loss is `(1 - alpha) * CE(s_n, y_n) + alpha * l_n` (the cross-entropy
     at temperature 1). Every option means what it means in
     [jaxkl.distillation_loss][], and the per-row loss is the same function,
@@ -70,9 +73,10 @@ def fused_linear_distillation_loss(
       labels: optional `[N]` integer labels for the hard term; out-of-range
         labels give NaN for that example.
       alpha: weight of the soft term when `labels` is given, in `[0, 1]`.
-      divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
+      divergence: `"forward_kl"`, `"reverse_kl"`, `"js"`, `"tvd"`, `"skew_kl"` or `"skew_reverse_kl"`.
       beta: weight of the teacher in the JS mixture
         `M = beta * teacher + (1 - beta) * student`, in `[0, 1]`.
+      skew: weight of the teacher in the skew divergences' mixture, in `[0, 1]`.
       scale_by_temperature_squared: multiply the soft term by `T**2`.
       reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"` (default,
         the sum divided by `N`), as in [jaxkl.reduce][].
@@ -107,7 +111,7 @@ def fused_linear_distillation_loss(
             f"student_head_weight.shape={weight.shape}, teacher_hidden.shape={t_hidden.shape}, "
             f"teacher_head_weight.shape={t_weight.shape}"
         )
-    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared)
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew)
     static_temperature = _validate.positive(temperature, "temperature")
     # A traced temperature travels with the arrays (it receives no gradient here).
     traced_temperature = None if static_temperature is not None else jax.numpy.asarray(temperature)

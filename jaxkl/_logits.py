@@ -366,14 +366,18 @@ def kl_divergence_from_logits(
 # ------------------------------------------------------------------------- JS
 
 
-def _js_parts(static, a, b, where, stats=None):
-    logp, logq, norms = _kl_log_probs(static, a, b, where, stats)
-    u, v = logp + math.log(static.beta), logq + math.log1p(-static.beta)
+def log_mixture(logp: jax.Array, logq: jax.Array, beta: float) -> jax.Array:
+    """`log(beta P + (1 - beta) Q)` from log-probabilities, for `0 < beta < 1`."""
+    u, v = logp + math.log(beta), logq + math.log1p(-beta)
     # Where both are -inf (masked classes) feed logaddexp zeros instead, so
     # that its higher-order derivatives see no -inf - -inf.
     unused = (u == -jnp.inf) & (v == -jnp.inf)
-    logm = jnp.where(unused, -jnp.inf, jnp.logaddexp(jnp.where(unused, 0.0, u), jnp.where(unused, 0.0, v)))
-    return logp, logq, logm, norms
+    return jnp.where(unused, -jnp.inf, jnp.logaddexp(jnp.where(unused, 0.0, u), jnp.where(unused, 0.0, v)))
+
+
+def _js_parts(static, a, b, where, stats=None):
+    logp, logq, norms = _kl_log_probs(static, a, b, where, stats)
+    return logp, logq, log_mixture(logp, logq, static.beta), norms
 
 
 def _js_forward(static, a, b, where):

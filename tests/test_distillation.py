@@ -198,3 +198,49 @@ def test_consistency_where_and_errors():
         jaxkl.consistency_loss(x, t, confidence_threshold=1.5)
     with pytest.raises(ValueError, match="logits"):
         jaxkl.consistency_loss(x, t[:3])
+
+
+@pytest.mark.parametrize("divergence", ["tvd", "skew_kl", "skew_reverse_kl"])
+def test_tvd_and_skew_divergences_match_their_formulas(divergence):
+    """TV and DistiLLM's skew KLs (mixture M = skew * teacher + (1 - skew) * student) in float64 NumPy."""
+    rng = np.random.default_rng(7)
+    s = rng.normal(size=(4, 6)).astype(np.float32)
+    t = rng.normal(size=(4, 6)).astype(np.float32)
+    t[1, 2] = -np.inf  # a teacher class of probability 0
+    skew, temperature = 0.3, 2.0
+    p_t, p_s = softmax(t / temperature), softmax(s / temperature)
+    mixture = skew * p_t + (1 - skew) * p_s
+    expected = {
+        "tvd": 0.5 * np.abs(p_t - p_s).sum(-1),
+        "skew_kl": kl(p_t, mixture),
+        "skew_reverse_kl": kl(p_s, mixture),
+    }[divergence] * temperature**2
+    loss = lambda s: jaxkl.distillation_loss(
+        s, t, divergence=divergence, skew=skew, temperature=temperature, reduction="none"
+    )
+    np.testing.assert_allclose(loss(s), expected, rtol=2e-5, atol=1e-6)
+    # Gradient against central differences of the float64 formula, finite despite the -inf.
+    grad = np.asarray(jax.grad(lambda s: jnp.sum(loss(s)))(s))
+    assert np.all(np.isfinite(grad))
+    step = 1e-3
+    for i, j in [(0, 0), (1, 2), (3, 5)]:
+        hi, lo = s.astype(np.float64), s.astype(np.float64)
+        hi[i, j] += step
+        lo[i, j] -= step
+        value = lambda x: {
+            "tvd": lambda ps, m: 0.5 * np.abs(p_t - ps).sum(),
+            "skew_kl": lambda ps, m: kl(p_t, m).sum(),
+            "skew_reverse_kl": lambda ps, m: kl(ps, m).sum(),
+        }[divergence](softmax(x / temperature), skew * p_t + (1 - skew) * softmax(x / temperature))
+        numeric = (value(hi) - value(lo)) / (2 * step) * temperature**2
+        np.testing.assert_allclose(grad[i, j], numeric, rtol=2e-3, atol=2e-4)
+
+
+def test_skew_limits_are_forward_kl_and_zero():
+    rng = np.random.default_rng(8)
+    s, t = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    forward = jaxkl.distillation_loss(s, t, reduction="none")
+    np.testing.assert_allclose(jaxkl.distillation_loss(s, t, divergence="skew_kl", skew=0.0, reduction="none"), forward, rtol=1e-6)
+    np.testing.assert_array_equal(jaxkl.distillation_loss(s, t, divergence="skew_kl", skew=1.0, reduction="none"), 0.0)
+    with pytest.raises(ValueError, match="skew"):
+        jaxkl.distillation_loss(s, t, divergence="skew_kl", skew=1.5)
