@@ -41,6 +41,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from . import _checks, _validate
+from ._axes import class_axes
 from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import (
     compute_dtype,
@@ -326,11 +327,12 @@ def reduce_label_loss(values, valid, wy, reduction: str, weighted: bool) -> jax.
     return weighted_sum(values, weights)
 
 
+@class_axes("logits", masks=(), classes=("weight",))
 def cross_entropy_loss(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     weight: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
@@ -388,7 +390,9 @@ def cross_entropy_loss(
     Args:
       logits: `[..., K, ...]` floating point (bf16/f16 are accumulated in f32).
       labels: integer class indices, shape `logits.shape` without `axis`.
-      axis: the class axis of `logits`.
+      axis: the class axis of `logits`, or a tuple of axes whose product is the classes
+        (labels index the classes in the order of those axes flattened; `weight` is then
+        flat or shaped like those axes).
       weight: optional `[K]` class weights (treated as constants: no gradient);
         with `axis_name`, the local `[K_local]` slice.
       ignore_index: a label value whose examples contribute nothing and count

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _validate
+from ._axes import class_axes
 from ._cross_entropy_loss import label_cross_entropy
 from ._logits import js_divergence_from_logits, kl_divergence_from_logits, log_mixture, temperature_scale
 from ._logits_f import total_variation_from_logits
@@ -123,6 +124,7 @@ def _model_and_target(x, target, name_x, name_target, axis, where):
     return x, jax.lax.stop_gradient(target), axis, where, x.dtype
 
 
+@class_axes("student_logits", "teacher_logits", masks=())
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -136,7 +138,7 @@ def distillation_loss(
     scale_by_temperature_squared: bool = True,
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
 ) -> jax.Array:
     r"""Knowledge-distillation loss between temperature-softened student and teacher.
 
@@ -189,7 +191,7 @@ def distillation_loss(
         `"batchmean"`: sum over examples divided by the first dimension).
       where: optional boolean mask over examples (shape of the logits without
         `axis`); masked examples give 0 and no gradient (unless their logits are NaN).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
 
     Returns:
       A scalar, or one value per example for `"none"`; dtype of the logits.
@@ -224,6 +226,7 @@ def distillation_loss(
     return reduce(values, reduction, where=where).astype(dtype)
 
 
+@class_axes("logits", "target_logits", masks=())
 def consistency_loss(
     logits: ArrayLike,
     target_logits: ArrayLike,
@@ -232,7 +235,7 @@ def consistency_loss(
     confidence_threshold: float | None = None,
     reduction: str = "mean",
     where: ArrayLike | None = None,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
 ) -> jax.Array:
     r"""Unsupervised consistency loss of UDA: KL from a sharpened, confident target.
 
@@ -262,7 +265,7 @@ def consistency_loss(
       confidence_threshold: `None` (keep all) or a number in `[0, 1]`.
       reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"`.
       where: optional boolean mask over examples, combined with the confidence mask.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
 
     Returns:
       A scalar, or one value per example for `"none"`; dtype of `logits`.

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _checks, _validate
+from ._axes import class_axes
 from ._rowwise import binary_entropy, clip_value_only, in_base, prepare_probs
 
 
@@ -46,6 +47,7 @@ def prepared_pair(p, q, name_p, name_q, axis, where, base, check):
     return prepare_probs(p, where), prepare_probs(q, where), axis, base, p.dtype
 
 
+@class_axes("p")
 def entropy(
     p: ArrayLike, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
 ) -> jax.Array:
@@ -61,7 +63,7 @@ def entropy(
 
     Args:
       p: probabilities `[..., K, ...]`.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       check: add checkify checks that `p` is non-negative with rows summing
@@ -83,6 +85,7 @@ def entropy(
     return in_base(h, base).astype(dtype)
 
 
+@class_axes("p", "q")
 def cross_entropy(
     p: ArrayLike, q: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
 ) -> jax.Array:
@@ -99,7 +102,7 @@ def cross_entropy(
     Args:
       p: target probabilities `[..., K, ...]`.
       q: predicted probabilities, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       check: add checkify checks on `p` and `q`.
@@ -119,6 +122,7 @@ def cross_entropy(
     return in_base(-jnp.sum(xlogy(p, q), axis=axis), base).astype(dtype)
 
 
+@class_axes("p", "q")
 def kl_divergence(
     p: ArrayLike, q: Any, *, axis: int = -1, where: Any = None, base: float | None = None, check: bool = False
 ) -> jax.Array:
@@ -138,7 +142,7 @@ def kl_divergence(
     Args:
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape (no broadcasting).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       check: add checkify checks on `p` and `q`.
@@ -161,11 +165,12 @@ def kl_divergence(
     return in_base(k, base).astype(dtype)
 
 
+@class_axes("p", "q")
 def js_divergence(
     p: ArrayLike,
     q: ArrayLike,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     base: float | None = None,
     beta: float = 0.5,
@@ -186,7 +191,7 @@ def js_divergence(
     Args:
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       beta: weight of `p` in the mixture, in `[0, 1]`.

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
+from ._axes import class_axes
 from ._divergences import entropy, kl_divergence, prepared_pair
 from ._rowwise import clip_value_only, in_base
 
@@ -76,6 +77,7 @@ def _done(value: jax.Array, dtype: Any, base: float | None = None) -> jax.Array:
 # ------------------------------------------------------------------ divergences
 
 
+@class_axes("p", "q")
 def total_variation(
     p: Any, q: Any, *, axis: int = -1, where: Any = None, check: bool = False
 ) -> jax.Array:
@@ -92,7 +94,7 @@ def total_variation(
     Args:
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape (no broadcasting).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       check: add checkify checks on `p` and `q` (see [conventions](conventions.md)).
 
@@ -111,6 +113,7 @@ def total_variation(
     return _done(0.5 * jnp.sum(jnp.abs(p - q), axis=axis), dtype)
 
 
+@class_axes("p", "q")
 def hellinger_distance(
     p: Any, q: Any, *, axis: int = -1, where: Any = None, check: bool = False
 ) -> jax.Array:
@@ -131,7 +134,7 @@ def hellinger_distance(
     Args:
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       check: add checkify checks on `p` and `q`.
 
@@ -153,6 +156,7 @@ def hellinger_distance(
     return _done(safe_sqrt(clip_value_only(squared, None, 1.0)), dtype)
 
 
+@class_axes("p", "q")
 def chi2_divergence(
     p: Any, q: Any, *, axis: int = -1, where: Any = None, check: bool = False
 ) -> jax.Array:
@@ -170,7 +174,7 @@ def chi2_divergence(
     Args:
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       check: add checkify checks on `p` and `q`.
 
@@ -195,12 +199,13 @@ def chi2_divergence(
     return _done(jnp.sum(terms, axis=axis), dtype)
 
 
+@class_axes("p", "q")
 def renyi_divergence(
     p: Any,
     q: Any,
     *,
     alpha: float,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     base: float | None = None,
     check: bool = False,
@@ -226,7 +231,7 @@ def renyi_divergence(
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape.
       alpha: the order, a Python number in `[0, inf]` (`jnp.inf` included).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       check: add checkify checks on `p` and `q`.
@@ -267,6 +272,7 @@ def renyi_divergence(
     return _done(clip_value_only(d, 0.0, None), dtype, base)
 
 
+@class_axes("p", "q")
 def alpha_divergence(
     p: Any, q: Any, *, alpha: float, axis: int = -1, where: Any = None, check: bool = False
 ) -> jax.Array:
@@ -291,7 +297,7 @@ def alpha_divergence(
       p: probabilities `[..., K, ...]`.
       q: probabilities, same shape.
       alpha: the order, any finite Python number.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       check: add checkify checks on `p` and `q`.
 
@@ -319,13 +325,14 @@ def alpha_divergence(
     return _done(clip_value_only(d, 0.0, None), dtype)
 
 
+@class_axes("p", "q")
 def f_divergence(
     p: Any,
     q: Any,
     f: Callable[[jax.Array], jax.Array],
     *,
     slope_at_infinity: float = math.inf,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     check: bool = False,
 ) -> jax.Array:
@@ -352,7 +359,7 @@ def f_divergence(
       f: the generator, elementwise and differentiable.
       slope_at_infinity: $\lim_{t\to\infty} f(t)/t$, the cost of mass
         where `q` has none; a Python number (`math.inf` allowed).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       check: add checkify checks on `p` and `q`.
 
@@ -403,11 +410,12 @@ def f_terms(f: Callable, slope: float, p: jax.Array, q: jax.Array, ratio: jax.Ar
 # -------------------------------------------------------------------- entropies
 
 
+@class_axes("p")
 def renyi_entropy(
     p: Any,
     *,
     alpha: float,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     base: float | None = None,
     check: bool = False,
@@ -428,7 +436,7 @@ def renyi_entropy(
     Args:
       p: probabilities `[..., K, ...]`.
       alpha: the order, a Python number in `[0, inf]` (`jnp.inf` included).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       check: add checkify checks on `p`.
@@ -464,6 +472,7 @@ def renyi_entropy(
     return _done(clip_value_only(h, 0.0, None), dtype, base)
 
 
+@class_axes("p")
 def tsallis_entropy(
     p: Any, *, alpha: float, axis: int = -1, where: Any = None, check: bool = False
 ) -> jax.Array:
@@ -483,7 +492,7 @@ def tsallis_entropy(
     Args:
       p: probabilities `[..., K, ...]`.
       alpha: the order, any finite Python number.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       check: add checkify checks on `p`.
 

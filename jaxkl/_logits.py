@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _validate
+from ._axes import class_axes
 from ._rowwise import (
     Axis,
     binary_entropy,
@@ -109,10 +110,11 @@ def _entropy_tangent(static, arrays, stats, tangents):
 _entropy = row_kernel(_entropy_forward, _entropy_tangent, ("full", "mask"))
 
 
+@class_axes("logits")
 def entropy_from_logits(
     logits: ArrayLike,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     base: float | None = None,
     axis_name: Any = None,
@@ -128,7 +130,7 @@ def entropy_from_logits(
 
     Args:
       logits: `[..., K, ...]` floating point.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask broadcastable to `logits`; `False`
         classes are excluded (the distribution is renormalised over the rest).
       base: logarithm base; `None` for nats, `2` for bits.
@@ -210,11 +212,12 @@ _cross_entropy = row_kernel(
 )
 
 
+@class_axes("p", "q_logits")
 def cross_entropy_from_logits(
     p: ArrayLike,
     q_logits: ArrayLike,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     base: float | None = None,
     axis_name: Any = None,
@@ -235,7 +238,7 @@ def cross_entropy_from_logits(
     Args:
       p: target probabilities `[..., K, ...]`.
       q_logits: predicted logits (or log-probabilities), same shape as `p`.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes contribute nothing.
       base: logarithm base; `None` for nats.
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -307,11 +310,12 @@ def _kl_tangent(static, arrays, stats, tangents):
 _kl = row_kernel(_kl_forward, _kl_tangent, ("full", "full", "mask"))
 
 
+@class_axes("p_logits", "q_logits")
 def kl_divergence_from_logits(
     p_logits: ArrayLike,
     q_logits: ArrayLike,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     base: float | None = None,
     temperature: float = 1.0,
@@ -337,7 +341,7 @@ def kl_divergence_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape and dtype family as `p_logits`.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       base: logarithm base; `None` for nats.
       temperature: divides both logits (`> 0`). A traced value is allowed
@@ -408,11 +412,12 @@ def _js_tangent(static, arrays, stats, tangents):
 _js = row_kernel(_js_forward, _js_tangent, ("full", "full", "mask"))
 
 
+@class_axes("p_logits", "q_logits")
 def js_divergence_from_logits(
     p_logits: ArrayLike,
     q_logits: ArrayLike,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     base: float | None = None,
     beta: float = 0.5,
@@ -435,7 +440,7 @@ def js_divergence_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       base: logarithm base; `None` for nats.
       beta: weight of P in the mixture, in `[0, 1]`.

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
+from ._axes import class_axes
 from ._divergences_f import f_terms, safe_sqrt, slope, zero_side_limits
 from ._logits import Tempered, entropy_from_logits, kl_divergence_from_logits, temperature_scale
 from ._rowwise import (
@@ -243,11 +244,12 @@ _tv = row_kernel(_tv_forward, _tv_tangent, ("full", "full", "mask"))
 # ------------------------------------------------------------------ public API
 
 
+@class_axes("p_logits", "q_logits")
 def total_variation_from_logits(
     p_logits: Any,
     q_logits: Any,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     temperature: float = 1.0,
     axis_name: Any = None,
@@ -266,7 +268,7 @@ def total_variation_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       temperature: divides both logits (`> 0`).
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -288,11 +290,12 @@ def total_variation_from_logits(
     return _tv(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where)
 
 
+@class_axes("p_logits", "q_logits")
 def hellinger_distance_from_logits(
     p_logits: Any,
     q_logits: Any,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     temperature: float = 1.0,
     axis_name: Any = None,
@@ -312,7 +315,7 @@ def hellinger_distance_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       temperature: divides both logits (`> 0`).
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -336,11 +339,12 @@ def hellinger_distance_from_logits(
     return safe_sqrt(squared).astype(dtype)
 
 
+@class_axes("p_logits", "q_logits")
 def chi2_divergence_from_logits(
     p_logits: Any,
     q_logits: Any,
     *,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     temperature: float = 1.0,
     axis_name: Any = None,
@@ -358,7 +362,7 @@ def chi2_divergence_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       temperature: divides both logits (`> 0`).
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -380,12 +384,13 @@ def chi2_divergence_from_logits(
     return clip_value_only(_expm1_or_inf(log_sum), 0.0, None).astype(dtype)
 
 
+@class_axes("p_logits", "q_logits")
 def renyi_divergence_from_logits(
     p_logits: Any,
     q_logits: Any,
     *,
     alpha: float,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     base: float | None = None,
     temperature: float = 1.0,
@@ -407,7 +412,7 @@ def renyi_divergence_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       temperature: divides both logits (`> 0`).
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -446,12 +451,13 @@ def renyi_divergence_from_logits(
     return in_base(clip_value_only(d, 0.0, None), base).astype(dtype)
 
 
+@class_axes("p_logits", "q_logits")
 def alpha_divergence_from_logits(
     p_logits: Any,
     q_logits: Any,
     *,
     alpha: float,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     temperature: float = 1.0,
     axis_name: Any = None,
@@ -469,7 +475,7 @@ def alpha_divergence_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       temperature: divides both logits (`> 0`).
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -500,13 +506,14 @@ def alpha_divergence_from_logits(
     return clip_value_only(d, 0.0, None).astype(dtype)
 
 
+@class_axes("p_logits", "q_logits")
 def f_divergence_from_logits(
     p_logits: Any,
     q_logits: Any,
     f: Callable[[jax.Array], jax.Array],
     *,
     slope_at_infinity: float = math.inf,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     temperature: float = 1.0,
     axis_name: Any = None,
@@ -522,7 +529,7 @@ def f_divergence_from_logits(
     Args:
       p_logits: logits (or log-probabilities) of P, `[..., K, ...]`.
       q_logits: logits of Q, same shape.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed from both.
       temperature: divides both logits (`> 0`).
       axis_name: mesh axis name over which `axis` is sharded inside
@@ -559,11 +566,12 @@ def f_divergence_from_logits(
 # -------------------------------------------------------------------- entropies
 
 
+@class_axes("logits")
 def renyi_entropy_from_logits(
     logits: Any,
     *,
     alpha: float,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: Any = None,
     base: float | None = None,
     axis_name: Any = None,
@@ -581,7 +589,7 @@ def renyi_entropy_from_logits(
 
     Args:
       logits: `[..., K, ...]` floating point (or log-probabilities).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed.
       axis_name: mesh axis name over which `axis` is sharded inside
         `shard_map`, or None.
@@ -615,6 +623,7 @@ def renyi_entropy_from_logits(
     return in_base(clip_value_only(h, 0.0, None), base).astype(dtype)
 
 
+@class_axes("logits")
 def tsallis_entropy_from_logits(
     logits: Any, *, alpha: float, axis: int = -1, where: Any = None, axis_name: Any = None
 ) -> jax.Array:
@@ -631,7 +640,7 @@ def tsallis_entropy_from_logits(
 
     Args:
       logits: `[..., K, ...]` floating point (or log-probabilities).
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask; excluded classes are removed.
       axis_name: mesh axis name over which `axis` is sharded inside
         `shard_map`, or None.

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _validate
+from ._axes import class_axes
 from ._rowwise import (
     Axis,
     log_normalizer,
@@ -50,7 +51,8 @@ def _lse_tangent(static, arrays, norm, tangents):
 _logsumexp = row_kernel(_lse_forward, _lse_tangent, ("full", "mask"))
 
 
-def logsumexp(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
+@class_axes("x")
+def logsumexp(x: ArrayLike, axis: int | tuple[int, ...] = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
     r"""Log of the sum of exponentials over one axis, stable and safe to differentiate.
 
     $$
@@ -65,7 +67,7 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, a
 
     Args:
       x: logits, any shape `[..., K, ...]`, floating point.
-      axis: the class axis to reduce.
+      axis: the class axis to reduce, or a tuple of axes whose product is the classes.
       where: optional boolean mask broadcastable to `x`; `False` classes are
         excluded (treated as `-inf`) and receive zero gradient.
       axis_name: mesh axis name over which `axis` is sharded, when called
@@ -117,7 +119,8 @@ def _log_softmax_tangent(static, arrays, norm, tangents):
 _log_softmax = row_kernel(_log_softmax_forward, _log_softmax_tangent, ("full", "mask"))
 
 
-def log_softmax(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
+@class_axes("x", same_shape=True)
+def log_softmax(x: ArrayLike, axis: int | tuple[int, ...] = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
     r"""Log-probabilities `x - logsumexp(x)` with a stable, cheap derivative.
 
     $$
@@ -133,7 +136,7 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None,
 
     Args:
       x: logits `[..., K, ...]`, floating point.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask broadcastable to `x`.
       axis_name: mesh axis name over which `axis` is sharded inside
         `shard_map` (see [jaxkl.logsumexp][]), or None.
@@ -171,7 +174,8 @@ def _softmax_tangent(static, arrays, norm, tangents):
 _softmax = row_kernel(_softmax_forward, _softmax_tangent, ("full", "mask"))
 
 
-def softmax(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
+@class_axes("x", same_shape=True)
+def softmax(x: ArrayLike, axis: int | tuple[int, ...] = -1, *, where: ArrayLike | None = None, axis_name: Any = None) -> jax.Array:
     r"""Probabilities `exp(x - logsumexp(x))` with a stable, cheap derivative.
 
     $$
@@ -184,7 +188,7 @@ def softmax(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None, axi
 
     Args:
       x: logits `[..., K, ...]`, floating point.
-      axis: the class axis.
+      axis: the class axis, or a tuple of axes whose product is the classes.
       where: optional boolean mask broadcastable to `x`.
       axis_name: mesh axis name over which `axis` is sharded inside
         `shard_map` (see [jaxkl.logsumexp][]), or None.
