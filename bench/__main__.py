@@ -1,4 +1,4 @@
-"""``python -m bench``: see ``python -m bench --help``."""
+"""`python -m bench`: see `python -m bench --help`."""
 
 import os
 import sys

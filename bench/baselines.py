@@ -1,13 +1,13 @@
 """NumPy and PyTorch baselines, with the same (forward, forward+backward) contract.
 
 The NumPy code (for the logits kernels; the sweep skips NumPy) is what a careful NumPy user writes: vectorised over rows,
-``scipy.special.log_softmax`` for stability, analytic gradients (the formulas
-in ``jaxkl/_logits.py``) computed from the forward's log-probabilities, in-place
+`scipy.special.log_softmax` for stability, analytic gradients (the formulas
+in `jaxkl/_logits.py`) computed from the forward's log-probabilities, in-place
 updates where they save a temporary. Each forward returns the sum over rows;
 each forward+backward returns the gradients wrt every float input.
 
-PyTorch is optional: :func:`torch_implementations` returns ``{}`` when
-``import torch`` fails. Its gradients come from autograd.
+PyTorch is optional: `torch_implementations` returns `{}` when
+`import torch` fails. Its gradients come from autograd.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def torch_module():
 
 
 def torch_implementations() -> dict[str, Callable]:
-    """``{kernel: scalar function of torch tensors}``; empty without PyTorch."""
+    """`{kernel: scalar function of torch tensors}`; empty without PyTorch."""
     torch = torch_module()
     if torch is None:
         return {}
@@ -184,7 +184,7 @@ def torch_implementations() -> dict[str, Callable]:
 
 
 def torch_forward_and_backward(fn: Callable, grad: tuple[int, ...]):
-    """``(forward, forward+backward)`` for a torch scalar function; ``grad``: positions differentiated."""
+    """`(forward, forward+backward)` for a torch scalar function; `grad`: positions differentiated."""
     torch = torch_module()
 
     def forward(*xs):

@@ -1,4 +1,4 @@
-"""``python -m bench``: command line, run loop and progress display."""
+"""`python -m bench`: command line, run loop and progress display."""
 
 from __future__ import annotations
 

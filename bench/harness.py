@@ -2,7 +2,7 @@
 
 For one (backend, dtype, rows, classes) configuration all entries — every
 kernel x implementation x {fwd, fwdbwd}, plus the floors — are compiled first
-(compile time recorded apart), warmed up once, and then timed ``repeats``
+(compile time recorded apart), warmed up once, and then timed `repeats`
 times in a rotating order, so a slow phase of a shared machine hits all of
 them alike. The reported number is the median.
 """
@@ -62,13 +62,13 @@ TOPK = 64
 
 
 def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """The arrays kernels take (``jax_impls`` module docstring), as NumPy arrays in ``dtype``.
+    """The arrays kernels take (`jax_impls` module docstring), as NumPy arrays in `dtype`.
 
-    Logits ``a``, ``b``, probabilities ``p``, labels ``y``; hidden states ``h``
-    ``[rows, HIDDEN]`` and a head weight ``w`` ``[HIDDEN, classes]`` scaled so
-    that ``h @ w`` has unit variance; paired embeddings ``e``, ``g``
-    ``[rows, HIDDEN]``; the top-k classes ``i`` of ``log_softmax(b)`` and their
-    log-probabilities ``l``.
+    Logits `a`, `b`, probabilities `p`, labels `y`; hidden states `h`
+    `[rows, HIDDEN]` and a head weight `w` `[HIDDEN, classes]` scaled so
+    that `h @ w` has unit variance; paired embeddings `e`, `g`
+    `[rows, HIDDEN]`; the top-k classes `i` of `log_softmax(b)` and their
+    log-probabilities `l`.
     """
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
@@ -112,7 +112,7 @@ def _blocking(compiled, args):
 
 
 def jax_entries(kernels, impls, device, arrays, budget_bytes) -> tuple[list[Entry], list[dict]]:
-    """Compile every JAX entry on ``device``; entries that would not fit are skipped and noted."""
+    """Compile every JAX entry on `device`; entries that would not fit are skipped and noted."""
     dev_arrays = {k: jax.device_put(v, device) for k, v in arrays.items()}
     live = 2 * sum(v.nbytes for v in arrays.values())  # host copies + device copies
     entries, skipped = [], []
@@ -189,8 +189,8 @@ def time_entries(entries: list[Entry], repeats: int, advance: Callable[[], None]
     what was freed last (`cross_entropy_loss` fwd+bwd at 8192 x 1024 measured
     0.48x among all kernels, 1.05x among its own peers).
 
-    ``repeats`` rounds, or fewer (never under 3) when one round would take so long
-    that ``repeats`` of them exceed ``seconds``: the largest sizes of the sweep.
+    `repeats` rounds, or fewer (never under 3) when one round would take so long
+    that `repeats` of them exceed `seconds`: the largest sizes of the sweep.
     """
     start = time.perf_counter()
     for e in entries:
@@ -220,7 +220,7 @@ def time_entries(entries: list[Entry], repeats: int, advance: Callable[[], None]
 def bf16_accuracy(kernels, arrays, device) -> list[dict]:
     """jaxkl on bf16 inputs vs jaxkl in f32 on the same (bf16-rounded) inputs.
 
-    ``value_rel``: relative error of the summed value; ``grad_rel``: max |g_bf16 - g_f32| / max |g_f32|.
+    `value_rel`: relative error of the summed value; `grad_rel`: max |g_bf16 - g_f32| / max |g_f32|.
     Within bf16 rounding means both are at most 2**-8 (half a bf16 ulp) plus f32 noise.
     """
     out = []

@@ -2,22 +2,22 @@
 
 Each entry of :data:`TABLE` names the kernel's inputs, the jaxkl call and its
 JAX peers; adding a kernel to every preset, report and plot is adding one entry
-(plus, optionally, a NumPy or PyTorch baseline in ``baselines.py``).
+(plus, optionally, a NumPy or PyTorch baseline in `baselines.py`).
 
 Every function returns a scalar — the **sum over rows** of a kernel's per-row
 value, or a loss at its default reduction — so that forward and forward+backward
-(``jax.grad`` wrt the entry's ``grad`` inputs) time the same computation. The
+(`jax.grad` wrt the entry's `grad` inputs) time the same computation. The
 final sum over rows is O(rows) and does not change the ranking.
 
-* ``jaxkl``: the library function.
-* ``optax``: optax's nearest equivalent, written the way its documentation suggests.
-* ``jnp``: plain ``jax.nn`` / ``jax.numpy`` with autodiff, what a user writes by hand.
+* `jaxkl`: the library function.
+* `optax`: optax's nearest equivalent, written the way its documentation suggests.
+* `jnp`: plain `jax.nn` / `jax.numpy` with autodiff, what a user writes by hand.
 
-Inputs are named by the arrays of ``harness.host_inputs``: ``a``, ``b`` logits
-(``b`` is the fixed target of the distillation and consistency losses), ``p``
-probabilities, ``y`` int labels, ``h`` hidden states ``[rows, D]`` and ``w`` a
-head weight ``[D, classes]``, ``e``/``g`` paired embeddings ``[rows, D]``, ``i``
-and ``l`` a teacher's top-k indices and log-probabilities ``[rows, k]``.
+Inputs are named by the arrays of `harness.host_inputs`: `a`, `b` logits
+(`b` is the fixed target of the distillation and consistency losses), `p`
+probabilities, `y` int labels, `h` hidden states `[rows, D]` and `w` a
+head weight `[D, classes]`, `e`/`g` paired embeddings `[rows, D]`, `i`
+and `l` a teacher's top-k indices and log-probabilities `[rows, k]`.
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ class Kernel(NamedTuple):
     impls: dict[str, Callable | None]  # {"jaxkl" | "optax" | "jnp": fn, or None when it has none}
 
 
-def _jaxkl_ce_labels():
-    # cross_entropy_loss may not exist in every version of jaxkl; measured when it does.
-    if not hasattr(jaxkl, "cross_entropy_loss"):
-        return None
-    return lambda a, y: jaxkl.cross_entropy_loss(a, y, reduction="sum")
 
 
 def _jnp_js(a, b):
@@ -218,7 +213,7 @@ TABLE: dict[str, Kernel] = {
         "ay",
         (0,),
         {
-            "jaxkl": _jaxkl_ce_labels(),
+            "jaxkl": lambda a, y: jaxkl.cross_entropy_loss(a, y, reduction="sum"),
             "optax": lambda a, y: jnp.sum(optax.losses.softmax_cross_entropy_with_integer_labels(a, y)),
             "jnp": _jnp_ce_labels,
         },
@@ -281,7 +276,7 @@ KERNELS = tuple(TABLE)
 
 
 def forward_and_backward(kernel: str, fn: Callable) -> tuple[Callable, Callable]:
-    """``(forward, forward+backward)``: the value, and the gradient wrt the kernel's ``grad`` inputs."""
+    """`(forward, forward+backward)`: the value, and the gradient wrt the kernel's `grad` inputs."""
     return fn, jax.grad(fn, argnums=TABLE[kernel].grad)
 
 
@@ -289,9 +284,9 @@ def forward_and_backward(kernel: str, fn: Callable) -> tuple[Callable, Callable]
 
 
 def _sum_of_exp(x):
-    """``sum(exp(x))`` as fast as XLA computes it on this backend.
+    """`sum(exp(x))` as fast as XLA computes it on this backend.
 
-    XLA:CPU writes ``exp(x)`` out at full size before summing it; over blocks
+    XLA:CPU writes `exp(x)` out at full size before summing it; over blocks
     of rows (as jaxkl's kernels run on CPU) it stays in cache, so the floor is
     not inflated by a pass over memory that no kernel needs.
     """
@@ -309,8 +304,8 @@ def _sum_of_exp(x):
 def floor_functions(kernel: str) -> dict[str, Callable]:
     """The machine's floors for a kernel's inputs.
 
-    * ``read``: read every input once (a sum of each).
-    * ``exp``: ``sum(exp(x))`` over every logits element, plus reading the
+    * `read`: read every input once (a sum of each).
+    * `exp`: `sum(exp(x))` over every logits element, plus reading the
       other inputs once: the exponentials any softmax-based kernel must take.
       Only for kernels with logits inputs (a fused head's floor is its matmuls).
     """

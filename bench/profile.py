@@ -1,14 +1,14 @@
 """Where the time goes: count the passes each compiled program makes over the data.
 
-``python -m bench.profile [--size 2048x32768] [--dump DIR]`` compiles every JAX
+`python -m bench.profile [--size 2048x32768] [--dump DIR]` compiles every JAX
 implementation (forward and forward+backward) and reads the optimised HLO of
 its entry computation: each top-level instruction (a fusion, a library call, a
 copy) is one loop over memory. For each it counts the rows x classes arrays it
-reads and writes. ``passes`` = (full-size reads + writes) / number of full-size
+reads and writes. `passes` = (full-size reads + writes) / number of full-size
 inputs: 1.0 would be "read every input once"; a forward that must take a row
 max first cannot go below 2.0 without a one-pass (online) softmax.
-With ``--dump`` the optimised HLO text of each program is written out too (the
-same text ``XLA_FLAGS=--xla_dump_to=DIR --xla_dump_hlo_as_text`` writes).
+With `--dump` the optimised HLO text of each program is written out too (the
+same text `XLA_FLAGS=--xla_dump_to=DIR --xla_dump_hlo_as_text` writes).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _INSTR = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][\w-]*)\((.*)$")
 
 
 def entry_instructions(hlo_text: str):
-    """``[(name, shape_text, opcode, operand_names, kind)]`` of the ENTRY computation."""
+    """`[(name, shape_text, opcode, operand_names, kind)]` of the ENTRY computation."""
     body = hlo_text.split("\nENTRY ", 1)[1]
     out = []
     for line in body.splitlines()[1:]:

@@ -203,7 +203,7 @@ def target_size_note(results: dict) -> str | None:
 
 
 def grid(results: dict, key: str = "vs_peer") -> tuple[list[str], list[tuple[str, list]]]:
-    """A ratio table: columns shape × dtype (× backend), rows kernel × mode, entries ``key``."""
+    """A ratio table: columns shape × dtype (× backend), rows kernel × mode, entries `key`."""
     table = [c for c in cells(results) if c[key] is not None]
     several = len({c["backend"] for c in table}) > 1
     cols = sorted({(c["backend"], c["dtype"], c["rows"], c["classes"]) for c in table}, key=lambda k: (k[0], k[1] != "float32", k[2] * k[3], k[2]))
@@ -256,7 +256,7 @@ def _groups(table):
 
 
 def print_summary(results: dict, *, details: bool = False) -> None:
-    """Headline first, then the speed-up grids, every timing (with ``details``) and the targets."""
+    """Headline first, then the speed-up grids, every timing (with `details`) and the targets."""
     from rich.console import Console
     from rich.table import Table
 
@@ -383,7 +383,7 @@ def plot_speedup(results: dict, path: Path) -> None:
 
 
 def _ratio_axis(ax, values: list[float]) -> None:
-    """A log ratio axis spanning ``values`` and 1, with plain-number ticks (the panels share it)."""
+    """A log ratio axis spanning `values` and 1, with plain-number ticks (the panels share it)."""
     from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
     low, high = min(min(values), 1 / 1.25) / 1.15, max(max(values), 1.25) * 1.15
