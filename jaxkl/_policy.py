@@ -93,7 +93,7 @@ def policy_loss(
     * `"grpo"`: $\frac1B \sum_i \frac{1}{T_i} \sum_t m_{i,t}\ell_{i,t}$ — each sequence's mean (Shao et al.);
     * `"bnpo"`, `"dapo"`: $\sum_{i,t} m_{i,t}\ell_{i,t} / \sum_{i,t} m_{i,t}$ — the token mean
       (DAPO pairs it with a larger `clip_eps_high`, "clip-higher");
-    * `"dr_grpo"`: $\sum_{i,t} m_{i,t}\ell_{i,t} / (B \cdot$ `max_tokens`$)$, `max_tokens` default `T` (Dr. GRPO);
+    * `"dr_grpo"`: $\sum_{i,t} m_{i,t}\ell_{i,t} / (B L)$ with $L$ = `max_tokens` (default `T`) (Dr. GRPO);
     * `"gspo"`: the ratio is the sequence's, $s_i = \exp\bigl(\frac1{T_i}\sum_t m_{i,t}
       (\log\pi_{i,t} - \log\pi^{\text{old}}_{i,t})\bigr)$, clipped per sequence and used
       at every token as GSPO-token's $s_{i,t} = \operatorname{sg}[s_i]\, \pi_{i,t} /
