@@ -110,6 +110,57 @@ def _jnp_fused_ce(h, w, y):
     return _jnp_ce_labels(h @ w, y) / h.shape[0]
 
 
+# The RL entries score every row's label `y` as its sampled token. The policy
+# loss reads the rows as sequences of RL_TOKENS tokens (one when rows do not
+# divide), with `b` as the sampling policy's logits and a fixed advantage per
+# sequence; the preference loss pairs rows (chosen, rejected) against `b`.
+RL_TOKENS = 4
+
+
+def _jnp_token_logprobs(a, y):
+    return jnp.take_along_axis(jax.nn.log_softmax(a), y[:, None], axis=-1)[:, 0]
+
+
+def _rl_shape(rows):
+    t = RL_TOKENS if rows % RL_TOKENS == 0 else 1
+    return rows // t, t
+
+
+def _grpo(token_logprobs):
+    def loss(a, b, y):
+        shape = _rl_shape(a.shape[0])
+        lp = token_logprobs(a, y).reshape(shape)
+        old = jax.lax.stop_gradient(token_logprobs(b, y)).reshape(shape)
+        adv = jnp.where(jnp.arange(shape[0]) % 2 == 0, 1.0, -1.0).astype(lp.dtype)
+        return lp, old, adv
+
+    return loss
+
+
+def _jaxkl_grpo(a, b, y):
+    lp, old, adv = _grpo(jaxkl.token_logprobs)(a, b, y)
+    return jaxkl.policy_loss(lp, old, adv)[0]
+
+
+def _jnp_grpo(a, b, y):
+    # TRL's GRPO loss written out: clipped surrogate, mean per sequence, then over sequences.
+    lp, old, adv = _grpo(_jnp_token_logprobs)(a, b, y)
+    ratio = jnp.exp(lp - old)
+    per_token = -jnp.minimum(ratio * adv[:, None], jnp.clip(ratio, 0.8, 1.2) * adv[:, None])
+    return jnp.mean(jnp.mean(per_token, axis=1))
+
+
+def _dpo(token_logprobs, a, b, y):
+    lp, ref = token_logprobs(a, y), jax.lax.stop_gradient(token_logprobs(b, y))
+    n = lp.shape[0] - lp.shape[0] % 2
+    return lp[0:n:2], lp[1:n:2], ref[0:n:2], ref[1:n:2]
+
+
+def _jnp_dpo(a, b, y):
+    c, r, rc, rr = _dpo(_jnp_token_logprobs, a, b, y)
+    return jnp.mean(-jax.nn.log_sigmoid(0.1 * ((c - rc) - (r - rr))))
+
+
 TABLE: dict[str, Kernel] = {
     "entropy": Kernel(
         "entropy_from_logits",
@@ -269,6 +320,32 @@ TABLE: dict[str, Kernel] = {
             "jaxkl": lambda h, w, y: jaxkl.fused_linear_cross_entropy(h, w, y),
             "optax": lambda h, w, y: jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(h @ w, y)),
             "jnp": _jnp_fused_ce,
+        },
+    ),
+    "token_logprobs": Kernel(
+        "token_logprobs",
+        "ay",
+        (0,),
+        {
+            "jaxkl": lambda a, y: jnp.sum(jaxkl.token_logprobs(a, y)),
+            "optax": None,  # optax has no selective log-softmax
+            "jnp": lambda a, y: jnp.sum(_jnp_token_logprobs(a, y)),
+        },
+    ),
+    "policy_grpo": Kernel(
+        f"policy_loss (grpo) on token_logprobs, {RL_TOKENS} tokens a sequence",
+        "aby",
+        (0,),
+        {"jaxkl": _jaxkl_grpo, "optax": None, "jnp": _jnp_grpo},
+    ),
+    "preference_dpo": Kernel(
+        "preference_loss (sigmoid, beta=0.1) on token_logprobs of paired rows",
+        "aby",
+        (0,),
+        {
+            "jaxkl": lambda a, b, y: jaxkl.preference_loss(*_dpo(jaxkl.token_logprobs, a, b, y)),
+            "optax": None,
+            "jnp": _jnp_dpo,
         },
     ),
 }

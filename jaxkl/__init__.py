@@ -12,6 +12,7 @@ from ._distillation import consistency_loss as consistency_loss
 from ._distillation import distillation_loss as distillation_loss
 from ._estimators import kl_estimate as kl_estimate
 from ._fused import fused_linear_cross_entropy as fused_linear_cross_entropy
+from ._fused_token_logprobs import fused_linear_token_logprobs as fused_linear_token_logprobs
 from ._fused_distillation import (
     fused_linear_distillation_loss as fused_linear_distillation_loss,
 )
@@ -24,10 +25,14 @@ from ._logits import entropy_from_logits as entropy_from_logits
 from ._logits import js_divergence_from_logits as js_divergence_from_logits
 from ._logits import kl_divergence_from_logits as kl_divergence_from_logits
 from ._losses import kl_div as kl_div
+from ._policy import PolicyStats as PolicyStats
+from ._policy import policy_loss as policy_loss
+from ._policy import preference_loss as preference_loss
 from ._reductions import reduce as reduce
 from ._softmax import log_softmax as log_softmax
 from ._softmax import logsumexp as logsumexp
 from ._softmax import softmax as softmax
+from ._token_logprobs import token_logprobs as token_logprobs
 from ._divergences_f import alpha_divergence as alpha_divergence
 from ._divergences_f import chi2_divergence as chi2_divergence
 from ._divergences_f import f_divergence as f_divergence
@@ -75,6 +80,7 @@ __all__ = [
     "fit",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_loss",
+    "fused_linear_token_logprobs",
     "fused_linear_topk_distillation_loss",
     "hellinger_distance",
     "hellinger_distance_from_logits",
@@ -91,12 +97,16 @@ __all__ = [
     "mutual_information",
     "mutual_information_from_counts",
     "mutual_information_from_logits",
+    "policy_loss",
+    "PolicyStats",
+    "preference_loss",
     "reduce",
     "renyi_divergence",
     "renyi_divergence_from_logits",
     "renyi_entropy",
     "renyi_entropy_from_logits",
     "softmax",
+    "token_logprobs",
     "topk_distillation_loss",
     "total_variation",
     "total_variation_from_logits",

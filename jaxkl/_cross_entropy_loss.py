@@ -45,6 +45,8 @@ from ._axes import class_axes
 from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import (
     compute_dtype,
+    label_logits,
+    label_mask,
     log_normalizer,
     prepare_logits,
     reciprocal_or_zero,
@@ -99,11 +101,6 @@ def _value(static, normalizer, picked, wy, weight, gap, valid):
     return value if valid is None else jnp.where(valid, value, 0.0)
 
 
-def _label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
-    """Boolean `[..., K, ...]`: True at each row's label (fused into the sweep; never stored)."""
-    return jax.lax.broadcasted_iota(idx.dtype, shape, axis) == jnp.expand_dims(idx, axis)
-
-
 def _ce_forward(static, x, picked, idx, wy, weight, valid):
     axis, axis_name, b = static.axis, static.axis_name, static.spread
     xs = prepare_logits(x, None)
@@ -131,7 +128,7 @@ def _ce_tangent_from(static, p, lse, arrays, tangents):
     if a:
         # The label's term, from dx: the tangent of `picked` (which is dx at the
         # label) is not used, so reverse mode never transposes the gather.
-        coef = coef - jnp.where(_label_mask(idx, p.shape, axis), a * wy_, 0.0)
+        coef = coef - jnp.where(label_mask(idx, p.shape, axis), a * wy_, 0.0)
     if valid is not None:
         # Ignored and masked examples get exactly zero gradient, even from NaN logits.
         coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
@@ -166,16 +163,6 @@ _cross_entropy = row_kernel(
     cpu_jvp=_ce_cpu_jvp,
     block_scale=4,
 )
-
-
-def _label_logits(x: jax.Array, idx: jax.Array, axis: int, axis_name: Any) -> jax.Array:
-    """`x` at each row's label (a gather, O(rows)); sharded, from the device that holds it."""
-    picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.maximum(idx, 0), axis), axis)
-    picked = jnp.squeeze(picked, axis)
-    if axis_name is None:
-        return picked
-    # idx is -1 where this device does not hold the label: contribute 0 to the psum.
-    return jax.lax.psum(jnp.where(idx >= 0, picked, jnp.zeros((), picked.dtype)), axis_name)
 
 
 def _matches(labels: jax.Array, value: int | None) -> jax.Array:
@@ -259,7 +246,7 @@ def label_cross_entropy(
     valid = counted_examples(labels, ignore_index, where)
     eps = label_smoothing
     static = LabelOptions(axis, axis_name, 1.0 - eps, eps / num_classes if num_classes else 0.0, z_loss)
-    picked = _label_logits(x, idx, axis, axis_name) if local_classes else jnp.zeros(labels.shape, x.dtype)
+    picked = label_logits(x, idx, axis, axis_name) if local_classes else jnp.zeros(labels.shape, x.dtype)
     return _cross_entropy(static, x, picked, idx, wy, weight, valid), valid, wy
 
 

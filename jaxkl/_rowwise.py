@@ -301,6 +301,21 @@ def shifted_exponentials(
     return z, shift, e, row_sum(e, axis, axis_name, keepdims=True)
 
 
+def label_mask(idx: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
+    """Boolean `[..., K, ...]`: True at each row's label (fused into the sweep; never stored)."""
+    return jax.lax.broadcasted_iota(idx.dtype, shape, axis) == jnp.expand_dims(idx, axis)
+
+
+def label_logits(x: jax.Array, idx: jax.Array, axis: int, axis_name: Any) -> jax.Array:
+    """`x` at each row's label (a gather, O(rows)); sharded, from the device that holds it."""
+    picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.maximum(idx, 0), axis), axis)
+    picked = jnp.squeeze(picked, axis)
+    if axis_name is None:
+        return picked
+    # idx is -1 where this device does not hold the label: contribute 0 to the psum.
+    return jax.lax.psum(jnp.where(idx >= 0, picked, jnp.zeros((), picked.dtype)), axis_name)
+
+
 def reciprocal_or_zero(x: jax.Array) -> jax.Array:
     """`1 / x`, and 0 where `x` is 0 (an empty row's total), with no NaN in any derivative."""
     empty = x == 0

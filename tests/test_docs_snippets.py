@@ -17,6 +17,7 @@ PAGES = [
     "docs/numerics.md",
     "docs/choosing-a-divergence.md",
     "docs/kl-estimators.md",
+    "docs/rl-fine-tuning.md",
     "docs/large-vocabularies.md",
     "docs/contrastive-and-topk.md",
     "docs/fitting.md",

@@ -1,0 +1,166 @@
+"""A GRPO step from fused token log-probs vs materialised logits: compiled memory and time.
+
+Run from the repository root::
+
+    python -m bench.rl                              # defaults below
+    python -m bench.rl --time-size 1024x256x16384 --repeats 3
+
+Both methods compute the same thing: `jax.value_and_grad` (wrt the hidden
+states and the head) of `policy_loss(loss_type="grpo")` with a k3 KL
+penalty to a reference and an entropy bonus, on the log-probs and entropy of
+the sampled tokens.
+
+* ``fused``: `fused_linear_token_logprobs(h, w, y, return_entropy=True)`;
+* ``materialised``: `jax.nn.log_softmax(h @ w)`, `take_along_axis` and
+  `-sum(p log p)` — what a user writes by hand.
+
+Memory is read from the compiled step (``memory_analysis()``, no allocation),
+so it is measured at the issue's size (N x D x V = 8192 x 1024 x 131072 f32)
+on any machine; time needs real arrays and is measured at ``--time-size``,
+round-robin, minimum (and median) over ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import jaxkl
+
+RESULTS = Path(__file__).parent / "results"
+TOKENS_PER_SEQUENCE = 512
+KL_COEF, ENTROPY_COEF = 0.04, 0.01
+
+
+def _size(text: str) -> tuple[int, int, int]:
+    n, d, v = (int(x) for x in text.lower().split("x"))
+    return n, d, v
+
+
+def _materialised(h, w, y):
+    logp = jax.nn.log_softmax(jnp.dot(h, w, preferred_element_type=jnp.float32))
+    lp = jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+    return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def _fused(h, w, y):
+    return jaxkl.fused_linear_token_logprobs(h, w, y, return_entropy=True)
+
+
+METHODS = {"fused": _fused, "materialised": _materialised}
+
+
+def grpo_step(token_logprobs):
+    def loss(h, w, y, old, ref, adv):
+        lp, ent = token_logprobs(h, w, y)
+        shape = old.shape
+        value, _ = jaxkl.policy_loss(
+            lp.reshape(shape), old, adv, ref_logprobs=ref, kl_coef=KL_COEF,
+            entropy=ent.reshape(shape), entropy_coef=ENTROPY_COEF,
+        )
+        return value
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
+def _shapes(size, dtype):
+    n, d, v = size
+    t = min(TOKENS_PER_SEQUENCE, n)
+    b = n // t
+    return (
+        jax.ShapeDtypeStruct((n, d), dtype),
+        jax.ShapeDtypeStruct((d, v), dtype),
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+        jax.ShapeDtypeStruct((b, t), jnp.float32),
+        jax.ShapeDtypeStruct((b, t), jnp.float32),
+        jax.ShapeDtypeStruct((b,), jnp.float32),
+    )
+
+
+def measure_memory(size, dtype=jnp.float32):
+    rows = {}
+    for name, fn in METHODS.items():
+        m = grpo_step(fn).lower(*_shapes(size, dtype)).compile().memory_analysis()
+        rows[name] = {"temp_bytes": int(m.temp_size_in_bytes)}
+    return rows
+
+
+def measure_time(size, repeats, dtype=jnp.float32):
+    n, d, v = size
+    shapes = _shapes(size, dtype)
+    keys = jax.random.split(jax.random.key(0), 6)
+    h = jax.random.normal(keys[0], (n, d), dtype)
+    w = (jax.random.normal(keys[1], (d, v), dtype) * d**-0.5).astype(dtype)
+    y = jax.random.randint(keys[2], (n,), 0, v)
+    old = -5.0 + jax.random.normal(keys[3], shapes[3].shape)
+    ref = -5.0 + jax.random.normal(keys[4], shapes[4].shape)
+    adv = jax.random.normal(keys[5], shapes[5].shape)
+    args = (h, w, y, old, ref, adv)
+    steps = {name: grpo_step(fn) for name, fn in METHODS.items()}
+    values = {name: float(jax.block_until_ready(f(*args))[0]) for name, f in steps.items()}
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, f in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times[name].append(time.perf_counter() - start)
+    return {name: {"min_s": min(ts), "median_s": statistics.median(ts), "loss": values[name]} for name, ts in times.items()}
+
+
+def markdown(result) -> str:
+    n, d, v = result["memory_size"]
+    tn, td, tv = result["time_size"]
+    one_logits = n * v * 4
+    ref_time = result["time"]["materialised"]["min_s"]
+    lines = [
+        f"GRPO step (`value_and_grad` of `policy_loss` with k3 KL and entropy bonus). Memory: compiled "
+        f"temp at N x D x V = {n} x {d} x {v} f32 (one N x V f32 array = {one_logits / 2**20:,.0f} MiB). "
+        f"Time: at {tn} x {td} x {tv} f32, min of {result['repeats']} round-robin runs on "
+        f"{result['device']} ({result['cpu_count']} cores).",
+        "",
+        "| method | temp memory (MiB) | vs one N x V f32 | time (s) | median (s) | speed vs materialised |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, mem in result["memory"].items():
+        t = result["time"][name]
+        lines.append(
+            f"| {name} | {mem['temp_bytes'] / 2**20:,.1f} | {100 * mem['temp_bytes'] / one_logits:.2f}% "
+            f"| {t['min_s']:.3f} | {t['median_s']:.3f} | {ref_time / t['min_s']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memory-size", type=_size, default=(8192, 1024, 131072))
+    parser.add_argument("--time-size", type=_size, default=(2048, 256, 32768))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = {
+        "memory_size": args.memory_size,
+        "time_size": args.time_size,
+        "repeats": args.repeats,
+        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "memory": measure_memory(args.memory_size),
+        "time": measure_time(args.time_size, args.repeats),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rl.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (args.out / "rl.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
