@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _validate
+from ._axes import class_axes
 from ._logits import temperature_scale
 from ._rowwise import (
     compute_dtype,
@@ -108,12 +109,13 @@ def token_values(x, tokens, *, axis, scale, entropy, where=None):
     return _token_logprobs(static, x, picked, idx, where)
 
 
+@class_axes("logits")
 def token_logprobs(
     logits: ArrayLike,
     tokens: ArrayLike,
     *,
     temperature: Any = 1.0,
-    axis: int = -1,
+    axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     return_entropy: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:

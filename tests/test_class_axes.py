@@ -111,3 +111,14 @@ def test_bad_axis_tuples_name_the_problem():
         jaxkl.entropy_from_logits(a, axis=(1, 4))
     with pytest.raises(ValueError, match="at least one axis"):
         jaxkl.entropy_from_logits(a, axis=())
+
+
+def test_token_logprobs_over_a_tuple_of_axes():
+    a, _ = _inputs(6)
+    tokens = np.array([[3, 11], [0, 6]])
+    logprobs, entropy = jaxkl.token_logprobs(a, tokens, axis=AXES, return_entropy=True)
+    flat = jax.nn.log_softmax(jnp.asarray(_flat(a)), axis=-1)
+    want = np.take_along_axis(np.asarray(flat), tokens[..., None], -1)[..., 0]
+    np.testing.assert_allclose(logprobs, want, rtol=1e-6)
+    p = np.exp(np.asarray(flat, np.float64))
+    np.testing.assert_allclose(entropy, -np.sum(np.where(p > 0, p * np.asarray(flat, np.float64), 0.0), -1), rtol=1e-5)
