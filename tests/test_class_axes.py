@@ -120,5 +120,7 @@ def test_token_logprobs_over_a_tuple_of_axes():
     flat = jax.nn.log_softmax(jnp.asarray(_flat(a)), axis=-1)
     want = np.take_along_axis(np.asarray(flat), tokens[..., None], -1)[..., 0]
     np.testing.assert_allclose(logprobs, want, rtol=1e-6)
-    p = np.exp(np.asarray(flat, np.float64))
-    np.testing.assert_allclose(entropy, -np.sum(np.where(p > 0, p * np.asarray(flat, np.float64), 0.0), -1), rtol=1e-5)
+    logp = np.asarray(flat, np.float64)
+    p = np.exp(logp)
+    terms = p * np.where(p > 0, logp, 0.0)  # 0 log 0 = 0 at the -inf class
+    np.testing.assert_allclose(entropy, -terms.sum(-1), rtol=1e-5)
