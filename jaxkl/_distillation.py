@@ -90,7 +90,13 @@ def scaled_by_temperature(soft: jax.Array, temperature, options: DistillationOpt
     t = _validate.concrete_number(temperature)
     if t is None:
         return soft * jnp.square(jnp.asarray(temperature, soft.dtype))
-    return soft if t == 1.0 else soft * (t * t)
+    if t == 1.0:
+        return soft
+    if t * t < float(jnp.finfo(soft.dtype).tiny):
+        # T**2 underflows: T**2 * D_T -> 0 as T -> 0 (D_T grows like 1 / T, and
+        # is +inf once 1 / T overflows), so the limit 0 is returned; NaN stays NaN.
+        return jnp.where(jnp.isnan(soft), soft, jnp.zeros_like(soft))
+    return soft * (t * t)
 
 
 def soft_term(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
@@ -286,7 +292,7 @@ def consistency_loss(
     )
     reduction = _validate.reduction(reduction)
     # UDA sharpens the target alone: its logits are divided by T, the model's are not.
-    scale, (sharpened,) = temperature_scale(temperature, t)
+    scale, (sharpened,) = temperature_scale(temperature, t, axis=axis)
     if scale != 1.0:
         sharpened = sharpened * jnp.asarray(scale, t.dtype)
     values = kl_divergence_from_logits(sharpened, x, axis=axis)

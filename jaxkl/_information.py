@@ -195,7 +195,7 @@ def mutual_information_from_counts(counts: Any, *, base: float | None = None) ->
       Cover & Thomas, "Elements of Information Theory", 2nd ed. (2006), sec. 2.4;
       scikit-learn, `sklearn.metrics.mutual_info_score`.
     """
-    counts = jnp.asarray(counts)
+    counts = _validate.as_array(counts, "counts")
     if counts.dtype == jnp.bool_ or not (
         jnp.issubdtype(counts.dtype, jnp.integer) or jnp.issubdtype(counts.dtype, jnp.floating)
     ):

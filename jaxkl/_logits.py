@@ -56,20 +56,50 @@ class Tempered(NamedTuple):
     beta: float = 0.5  # JS: the weight of P in the mixture
 
 
-def temperature_scale(temperature: Any, *logits: jax.Array) -> tuple[float, tuple[jax.Array, ...]]:
+def temperature_scale(
+    temperature: Any, *logits: jax.Array, axis: int = -1, where: Any = None, axis_name: Any = None
+) -> tuple[float, tuple[jax.Array, ...]]:
     """jaxkl's one temperature policy: `(static scale, logits)` for logits / T.
 
     A temperature known at trace time becomes a static `1 / T` that the
     kernels fold into their own sweep (nothing extra is stored). A traced one
-    divides the logits up front: it is still differentiated correctly (the
-    temperature receives its gradient), at the cost of the divided logits
-    being kept for the backward pass.
+    (or one temperature per row, see `_validate.temperature`) divides the
+    logits up front: it is still differentiated correctly (the temperature
+    receives its gradient), at the cost of the divided logits being kept for
+    the backward pass; a traced `T <= 0` gives NaN.
+
+    A tiny static `T` (`1 / T` above `_SHIFT_FIRST_SCALE`) would overflow
+    `logits / T` to `inf - inf = NaN`: see `_tempered_from_max`.
     """
-    t = _validate.positive(temperature, "temperature")
-    if t is not None:
-        return 1.0 / t, logits
-    t = jnp.asarray(temperature, compute_dtype(logits[0].dtype))
+    axis = axis % logits[0].ndim if logits[0].ndim else 0
+    t = _validate.temperature(temperature, logits[0].shape, axis)
+    if isinstance(t, float):
+        scale = 1.0 / t
+        if scale <= _SHIFT_FIRST_SCALE:
+            return scale, logits
+        mask = None if where is None else jnp.asarray(where)
+        return 1.0, tuple(_tempered_from_max(x, scale, axis, mask, axis_name) for x in logits)
+    t = jnp.asarray(t, compute_dtype(logits[0].dtype))
     return 1.0, tuple(x / t.astype(x.dtype) for x in logits)
+
+
+# Beyond this 1 / T, `logits / T` may overflow float32 for ordinary logits.
+_SHIFT_FIRST_SCALE = 1e6
+
+
+def _tempered_from_max(x, scale, axis, where, axis_name):
+    """`(x - row max) * scale`, formed up front for a huge `scale = 1 / T`.
+
+    The result is shift-invariant, and shifting first leaves 0 at the row max
+    and numbers <= 0 elsewhere, which overflow only to `-inf` (the T -> 0
+    limit: the argmax), never to `inf - inf`. `0 * inf` at the max is taken
+    as 0 when `1 / T` itself overflows; NaN logits stay NaN.
+    """
+    z = x.astype(compute_dtype(x.dtype))
+    d = z - jax.lax.stop_gradient(row_shift(prepare_logits(z, where), axis, axis_name))
+    if scale > float(jnp.finfo(z.dtype).max):
+        scale = math.inf  # what the cast would give, without numpy's overflow warning
+    return jnp.where(d == 0, 0.0, d * jnp.asarray(scale, z.dtype)).astype(x.dtype)
 
 
 # --------------------------------------------------------------------- entropy
@@ -363,7 +393,7 @@ def kl_divergence_from_logits(
     """
     a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
-    scale, (a, b) = temperature_scale(temperature, a, b)
+    scale, (a, b) = temperature_scale(temperature, a, b, axis=axis, where=where, axis_name=axis_name)
     return in_base(_kl(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where), base)
 
 
@@ -465,8 +495,11 @@ def js_divergence_from_logits(
     a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
     beta = _validate.unit_interval(beta, "beta")
-    scale, (a, b) = temperature_scale(temperature, a, b)
+    scale, (a, b) = temperature_scale(temperature, a, b, axis=axis, where=where, axis_name=axis_name)
     if beta in (0.0, 1.0):
-        # M equals P or Q: the divergence is identically 0.
-        return jnp.zeros(a.shape[:axis] + a.shape[axis + 1 :], a.dtype)
+        # M equals P or Q: the divergence is identically 0, except where an
+        # (unmasked) logit is NaN or +inf, which gives NaN as in every kernel.
+        invalid = ~(prepare_logits(a, where) < jnp.inf) | ~(prepare_logits(b, where) < jnp.inf)
+        invalid = row_sum(invalid.astype(jnp.float32), axis, _validate.axis_name(axis_name)) > 0
+        return jnp.where(invalid, jnp.nan, 0.0).astype(a.dtype)
     return in_base(_js(Tempered(axis, _validate.axis_name(axis_name), scale, beta), a, b, where), base)

@@ -158,19 +158,22 @@ def _expm1_or_inf(x):
     return jnp.where(inf, jnp.inf, jnp.expm1(jnp.where(inf, 0.0, x)))
 
 
+_ONE_DISTRIBUTION = object()  # `q_logits` of the entropies (a user's None is refused)
+
+
 def _inputs(p_logits, q_logits, axis, where, temperature):
-    """`(a, b, axis, where, scale)` validated; `q_logits=None` (one distribution) gives `b=None`."""
-    if q_logits is None:
+    """`(a, b, axis, where, scale)` validated; `q_logits=_ONE_DISTRIBUTION` gives `b=None`."""
+    if q_logits is _ONE_DISTRIBUTION:
         a = _validate.float_array(p_logits, "logits")
         axis = _validate.normalize_axis(axis, a.ndim)
         return a, None, axis, _validate.mask(where, a.shape), 1.0
     a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
-    scale, (a, b) = temperature_scale(temperature, a, b)
+    scale, (a, b) = temperature_scale(temperature, a, b, axis=axis, where=where)
     return a, b, axis, where, scale
 
 
 def _log_power_sum(p_logits, q_logits, alpha, axis, where, temperature, axis_name):
-    """`(L, dtype, axis)` with `L` per row in the compute dtype; `q_logits=None` for the entropies."""
+    """`(L, dtype, axis)` with `L` per row in the compute dtype; `q_logits=_ONE_DISTRIBUTION` for the entropies."""
     a, b, axis, where, scale = _inputs(p_logits, q_logits, axis, where, temperature)
     static = Powered(axis, _validate.axis_name(axis_name), scale, alpha)
     return _power(static, a, b, where), a.dtype, axis
@@ -615,10 +618,10 @@ def renyi_entropy_from_logits(
     if alpha == 1.0:
         return entropy_from_logits(logits, axis=axis, where=where, base=base, axis_name=axis_name)
     if alpha == math.inf:
-        max_log_p, dtype = _max_log_ratio(logits, None, axis, where, 1.0, axis_name)
+        max_log_p, dtype = _max_log_ratio(logits, _ONE_DISTRIBUTION, axis, where, 1.0, axis_name)
         h = -max_log_p
     else:
-        log_sum, dtype, _ = _log_power_sum(logits, None, alpha, axis, where, 1.0, axis_name)
+        log_sum, dtype, _ = _log_power_sum(logits, _ONE_DISTRIBUTION, alpha, axis, where, 1.0, axis_name)
         h = log_sum / (1.0 - alpha)
     return in_base(clip_value_only(h, 0.0, None), base).astype(dtype)
 
@@ -661,7 +664,7 @@ def tsallis_entropy_from_logits(
     alpha = _validate.order(alpha)
     if alpha == 1.0:
         return entropy_from_logits(logits, axis=axis, where=where, axis_name=axis_name)
-    log_sum, dtype, _ = _log_power_sum(logits, None, alpha, axis, where, 1.0, axis_name)
+    log_sum, dtype, _ = _log_power_sum(logits, _ONE_DISTRIBUTION, alpha, axis, where, 1.0, axis_name)
     return clip_value_only(-_expm1_or_inf(log_sum) / (alpha - 1.0), 0.0, None).astype(dtype)
 
 

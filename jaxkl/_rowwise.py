@@ -247,8 +247,14 @@ def prepare_logits(x: jax.Array, where: jax.Array | None, scale: float = 1.0) ->
 
 
 def prepare_probs(p: jax.Array, where: jax.Array | None) -> jax.Array:
-    """Upcast and zero the masked classes (a masked probability contributes nothing)."""
+    """Upcast and zero the masked classes (a masked probability contributes nothing).
+
+    An unmasked entry that is not a probability (< 0, `-inf` or `+inf`) becomes
+    NaN, so that every kernel gives NaN for its row as documented, instead of a
+    number (`-sum p log q` is finite for a negative `p`).
+    """
     p = p.astype(compute_dtype(p.dtype))
+    p = jnp.where((p >= 0) & (p < jnp.inf), p, jnp.nan)
     if where is not None:
         p = jnp.where(where, p, 0.0)
     return p

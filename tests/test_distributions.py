@@ -113,7 +113,7 @@ def test_categorical_and_bernoulli(x64):
     assert d.log_prob(jnp.array([0, 1]))[1] == -jnp.inf  # a -inf logit
     draws = np.asarray(d.sample(jax.random.key(0), (2000,)))
     assert draws.shape == (2000, 2) and not (draws[:, 1] == 1).any()
-    with pytest.raises(TypeError, match="integer class indices"):
+    with pytest.raises(TypeError, match="x must be an integer array of class indices"):
         d.log_prob(jnp.array([0.0, 1.0]))
 
     b = Bernoulli(np.array([-1.0, 0.0, 4.0]))

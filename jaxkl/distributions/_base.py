@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from .. import _validate
+
 REAL = "real"
 POSITIVE = "positive"
 LOWER_CHOLESKY = "lower_cholesky"
@@ -33,30 +35,6 @@ ABOVE = "above:"  # "above:low": greater than the (earlier) parameter `low`
 def above(name: str) -> str:
     """The constraint "greater than the parameter `name`" (declared earlier in `_params`)."""
     return ABOVE + name
-
-
-def _as_float(x: Any, name: str) -> jax.Array:
-    """A float array; Python numbers stay weakly typed so they adopt the other dtype."""
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return jnp.asarray(float(x))
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{name} must be a floating-point array, got dtype {x.dtype} "
-            f"(convert it, e.g. {name}.astype(jnp.float32))"
-        )
-    return x
-
-
-def _common_dtype(arrays) -> Any:
-    """Promote the strongly typed dtypes explicitly; weak (Python number) ones adopt them."""
-    strong = [a.dtype for a in arrays if not getattr(a, "weak_type", False)]
-    if not strong:
-        return jnp.asarray(0.0).dtype
-    dtype = strong[0]
-    for d in strong[1:]:
-        dtype = jnp.promote_types(dtype, d)
-    return dtype
 
 
 def is_concrete(*arrays: Any) -> bool:
@@ -175,13 +153,13 @@ class Distribution:
         """Convert, check shapes, broadcast to one batch shape and check values."""
         arrays = {}
         for name, event_ndims, _ in self._params:
-            x = _as_float(values[name], name)
+            x = _validate.float_array(values[name], name, numbers=True)
             if x.ndim < event_ndims:
                 raise ValueError(
                     f"{name} must have at least {event_ndims} dimension(s), got shape {x.shape}"
                 )
             arrays[name] = x
-        dtype = _common_dtype(arrays.values())
+        dtype = _validate.common_dtype(*arrays.values(), weak_adopts=True)
         events = {
             name: arrays[name].shape[arrays[name].ndim - nd :] for name, nd, _ in self._params
         }
@@ -258,6 +236,8 @@ class Distribution:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """The shape of the batch of distributions (parameters' shape without event dims)."""
+        if not self._params:
+            raise TypeError(f"{type(self).__name__} has no parameters: instantiate a family, e.g. Normal")
         name, event_ndims, _ = self._params[0]
         x = getattr(self, name)
         return tuple(x.shape[: x.ndim - event_ndims])
@@ -359,7 +339,12 @@ class Distribution:
         return jnp.broadcast_to(getattr(self, name), shape)
 
     def _sample_shape(self, shape: Any) -> tuple[int, ...]:
-        if isinstance(shape, int):
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
             shape = (shape,)
-        return tuple(shape) + self.batch_shape + self.event_shape
+        ok = isinstance(shape, (tuple, list)) and all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in shape
+        )
+        if not ok:
+            raise TypeError(f"sample shape must be an int >= 0 or a tuple of them, got {shape!r}")
+        return tuple(int(n) for n in shape) + self.batch_shape + self.event_shape
 

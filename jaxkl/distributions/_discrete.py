@@ -14,16 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _validate
 from .._logits import entropy_from_logits
 from .._softmax import log_softmax, softmax
-from ._base import REAL, Distribution, _as_float, broadcast_value, is_concrete
-
-
-def _integer_value(x: Any, name: str = "x") -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.integer):
-        raise TypeError(f"{name} must hold integer class indices, got dtype {x.dtype}")
-    return x
+from ._base import REAL, Distribution, broadcast_value, is_concrete
 
 
 def logits_from(owner: str, logits: Any, probs: Any, *, binary: bool) -> Any:
@@ -37,7 +31,7 @@ def logits_from(owner: str, logits: Any, probs: Any, *, binary: bool) -> Any:
         raise TypeError(f"{owner}: pass exactly one of logits= and probs=")
     if probs is None:
         return logits
-    probs = _as_float(probs, "probs")
+    probs = _validate.float_array(probs, "probs", numbers=True)
     if is_concrete(probs):
         values = np.asarray(probs)
         bad = ~(np.isnan(values) | ((values >= 0) & ((values <= 1) | (not binary))))
@@ -99,6 +93,9 @@ class Categorical(Distribution):
 
     def __init__(self, logits: Any = None, *, probs: Any = None):
         self._set_params(logits=logits_from("Categorical", logits, probs, binary=False))
+        if self.num_classes == 0:
+            name = "logits" if probs is None else "probs"
+            raise ValueError(f"Categorical: {name} must have at least one class, got shape {self.logits.shape}")
 
     @property
     def num_classes(self) -> int:
@@ -111,7 +108,7 @@ class Categorical(Distribution):
         return softmax(self.logits)
 
     def log_prob(self, x):
-        x, shape = broadcast_value(_integer_value(x), self.batch_shape, ())
+        x, shape = broadcast_value(_validate.integer_array(x, "x", hint=""), self.batch_shape, ())
         logp = jnp.broadcast_to(log_softmax(self.logits), shape + (self.num_classes,))
         # compare in the labels' own dtype; K may not fit in it (uint8 labels, K = 300)
         below_k = x < self.num_classes if self.num_classes <= jnp.iinfo(x.dtype).max else True
@@ -123,7 +120,9 @@ class Categorical(Distribution):
     def sample(self, key, shape=()):
         shape = self._sample_shape(shape)
         logits = jnp.broadcast_to(self.logits, shape + (self.num_classes,))
-        return jax.random.categorical(key, logits, axis=-1)
+        # a row with a NaN logit or no finite one has no distribution: draw -1, not class 0
+        valid = ~jnp.any(jnp.isnan(logits), axis=-1) & jnp.any(logits > -jnp.inf, axis=-1)
+        return jnp.where(valid, jax.random.categorical(key, logits, axis=-1), -1)
 
     def entropy(self):
         return entropy_from_logits(self.logits)
@@ -193,7 +192,8 @@ class Bernoulli(BinaryLogits):
     def sample(self, key, shape=()):
         shape = self._sample_shape(shape)
         p = jax.nn.sigmoid(self._param("logits", shape))
-        return jax.random.bernoulli(key, p, shape).astype(self.dtype)
+        # a NaN parameter draws NaN (the draws are floats), not 0
+        return jnp.where(jnp.isnan(p), jnp.nan, jax.random.bernoulli(key, p, shape).astype(self.dtype))
 
     def entropy(self):
         return entropy_from_logits(_two_class(self.logits))

@@ -9,7 +9,7 @@ tiny negative) while its gradient stays the formula's.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +69,12 @@ def register_kl(type_p: type, type_q: type) -> Callable[[KLFunction], KLFunction
     return decorator
 
 
+def _distributions(p: Any, q: Any) -> None:
+    for name, d in (("p", p), ("q", q)):
+        if not isinstance(d, Distribution):
+            raise TypeError(f"{name} must be a jaxkl distribution, got {type(d).__name__}")
+
+
 def _lookup(type_p: type, type_q: type) -> KLFunction | None:
     for tp in type_p.__mro__:
         for tq in type_q.__mro__:
@@ -96,6 +102,7 @@ def has_kl(p: Distribution, q: Distribution) -> bool:
     References:
       See [jaxkl.distributions.register_kl][].
     """
+    _distributions(p, q)
     return _lookup(type(p), type(q)) is not None
 
 
@@ -140,6 +147,7 @@ def kl_divergence(p: Distribution, q: Distribution) -> jax.Array:
       continuous distributions" (2013) and Penny, "KL-divergences of Normal, Gamma,
       Dirichlet and Wishart densities" (2001).
     """
+    _distributions(p, q)
     fn = _lookup(type(p), type(q))
     if fn is None:
         raise NotImplementedError(

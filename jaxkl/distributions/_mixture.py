@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _validate
 from .._softmax import log_softmax, logsumexp, softmax
-from ._base import REAL, Distribution, _as_float, broadcast_value
+from ._base import REAL, Distribution, broadcast_value
 
 
 class MixtureSameFamily(Distribution):
@@ -53,7 +54,7 @@ class MixtureSameFamily(Distribution):
     def __init__(self, mixture_logits: Any, components: Distribution):
         if not isinstance(components, Distribution):
             raise TypeError(f"components must be a jaxkl distribution, got {type(components)}")
-        logits = _as_float(mixture_logits, "mixture_logits")
+        logits = _validate.float_array(mixture_logits, "mixture_logits", numbers=True)
         batch = components.batch_shape
         if logits.ndim < 1 or not batch or logits.shape[-1] != batch[-1]:
             raise ValueError(
@@ -122,7 +123,7 @@ class MixtureSameFamily(Distribution):
         return logsumexp(per_component + log_w, axis=-1)
 
     def sample(self, key, shape=()):
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        shape = self._sample_shape(shape)[: -len(self.batch_shape + self.event_shape) or None]
         key_component, key_draw = jax.random.split(key)
         draws = self.components.sample(key_draw, shape)  # shape + batch + (K,) + event
         logits = jnp.broadcast_to(self.mixture_logits, shape + self.components.batch_shape)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import _validate
 from ..distributions import Distribution
 from . import _progress
 from ._objectives import Target, make_loss, resolve_estimator
@@ -186,8 +187,30 @@ def _final_dist(free, starts):
     return jax.tree.map(lambda x: x.reshape(starts + x.shape[1:]), constrain(free))
 
 
+def _warn_if_grid_misses(grid: jax.Array, dist: Distribution, what: str) -> None:
+    """Warn when a 1-D grid holds less than half of a continuous density's mass.
+
+    The grid estimators normalise both densities on the grid, so a grid that
+    misses them still gives a small, finite-looking loss.
+    """
+    if dist.event_shape != () or not jnp.issubdtype(dist.sample(jax.random.key(0)).dtype, jnp.floating):
+        return
+    x = np.asarray(grid, np.float64)
+    points = jnp.asarray(x.reshape((-1,) + (1,) * len(dist.batch_shape)), dist.dtype)
+    density = np.exp(np.asarray(dist.log_prob(points), np.float64)).reshape(x.shape[0], -1)
+    mass = np.sum(0.5 * (density[1:] + density[:-1]) * np.diff(x)[:, None], axis=0)
+    if np.nanmin(mass, initial=1.0) < 0.5:
+        warnings.warn(
+            f"fit: the grid [{x.min():.3g}, {x.max():.3g}] holds only {np.nanmin(mass):.3g} of "
+            f"{what}'s probability mass; the grid loss normalises on the grid, so it is "
+            "meaningless there: widen the grid",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _validate_grid(grid: Any, init: Distribution) -> jax.Array:
-    grid = jnp.asarray(grid)
+    grid = _validate.as_array(grid, "grid")
     event = tuple(init.event_shape)
     if grid.ndim != 1 + len(event) or tuple(grid.shape[1:]) != event or grid.shape[0] < 2:
         raise ValueError(
@@ -316,9 +339,15 @@ def fit(
     estimator = resolve_estimator(objective, estimator, target, init, grid)
     spec = target.spec(objective, estimator, num_samples)
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.05)), got {optimizer!r}"
+        )
     key = jax.random.key(0) if key is None else key
     if grid is not None and estimator == "grid":
         grid = _validate_grid(grid, init)
+        if target.kind == "distribution":
+            _warn_if_grid_misses(grid, target.value, "the target")
     else:
         grid = None
 
@@ -370,6 +399,8 @@ def fit(
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     fitted = _final_dist(carry.free, starts)
+    if grid is not None:
+        _warn_if_grid_misses(grid, fitted, "the fitted distribution")
     return FitResult(
         dist=fitted,
         losses=losses.reshape((losses.shape[0],) + starts),

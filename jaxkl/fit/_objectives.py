@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _validate
 from .._logits import js_divergence_from_logits, kl_divergence_from_logits
 from .._softmax import softmax
 from ..distributions import Distribution, has_kl, kl_divergence
@@ -53,7 +54,7 @@ class Target:
             self.kind, self.value = "log_density", target
             self.batch_shape, self.event_shape = (), None
         else:
-            samples = jnp.asarray(target)
+            samples = _validate.as_array(target, "target")
             if samples.ndim < 1 or samples.shape[0] == 0:
                 raise ValueError(
                     f"target samples must have shape [n, *event_shape] with n > 0, "
@@ -207,7 +208,9 @@ def make_loss(spec: LossSpec) -> Callable[..., jax.Array]:
 
         def nll(q, key, samples, grid):
             x = samples.reshape(samples.shape[:1] + (1,) * len(q.batch_shape) + samples.shape[1:])
-            return jnp.sum(-jnp.mean(q.log_prob(x.astype(q.dtype)), axis=0))
+            # integer samples (class indices, counts) stay integers for discrete families
+            x = x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(q.dtype)
+            return jnp.sum(-jnp.mean(q.log_prob(x), axis=0))
 
         return nll
 

@@ -10,6 +10,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _validate
 from ._fit import FitResult
 from ._objectives import Target
 
@@ -69,6 +70,10 @@ def plot(
     References:
       Hunter, "Matplotlib: A 2D Graphics Environment" (2007).
     """
+    if not isinstance(result, FitResult):
+        raise TypeError(f"result must be a jaxkl.fit.FitResult, got {type(result).__name__}")
+    if isinstance(max_starts, bool) or not isinstance(max_starts, (int, np.integer)) or max_starts < 1:
+        raise ValueError(f"max_starts must be a positive int, got {max_starts!r}")
     plt = _pyplot()
     dist = result.dist
     if dist.event_shape != ():
@@ -86,7 +91,9 @@ def plot(
             points.append(np.ravel(np.asarray(tgt.value)))
         lo, hi = min(np.min(p) for p in points), max(np.max(p) for p in points)
         grid = np.linspace(lo, hi, 512)
-    grid = np.asarray(grid)
+    grid = np.asarray(_validate.as_array(grid, "grid"))
+    if grid.ndim != 1 or grid.shape[0] < 2 or not np.issubdtype(grid.dtype, np.number):
+        raise ValueError(f"grid must be 1-D [n] numbers with n >= 2, got shape {grid.shape} ({grid.dtype})")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     x = jnp.asarray(grid, dist.dtype)
