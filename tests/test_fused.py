@@ -59,11 +59,10 @@ def _unfused_ce(h, w, b, y, *, ignore_index=None, eps=0.0, z=0.0, reduction="mea
 
 
 ALL = dict(ignore_index=3, eps=0.2, z=1e-4, use_where=True)
-CASES = [  # (options, reduction, chunk_size): every option and reduction at least once
-    (dict(), "mean", 8),
+# (options, reduction, chunk_size) against the NumPy formula; every option under every
+# reduction, fused against unfused, is tests/test_fused_parity.py.
+CASES = [
     (dict(ignore_index=-100), "mean", 64),
-    (dict(ignore_index=-100), "none", 8),
-    (dict(eps=0.1), "sum", 8),
     (dict(z=1e-3), "batchmean", 6),
     (ALL, "none", 6),
     (ALL, "mean", 8),
@@ -105,35 +104,6 @@ def test_cross_entropy_matches_unfused(case):
     want = jax.jit(jax.grad(unfused, argnums=(0, 1, 2)))(h, w, b)
     for g, r in zip(got, want):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
-
-
-REDUCTIONS = ("none", "sum", "mean", "batchmean")
-
-
-def test_equals_cross_entropy_loss_on_materialised_logits():
-    # The fused head must be exactly the public loss on h @ W + b, option for option.
-    h, w, b, y = _problem(12)
-    y[::5] = -100
-    where = jnp.asarray(np.arange(N) % 4 != 1)
-    kw = dict(ignore_index=-100, label_smoothing=0.15, z_loss=1e-3, where=where)
-    ct = jnp.asarray(np.random.default_rng(13).uniform(0.5, 1.5, N).astype(np.float32))
-
-    def all_reductions(loss):
-        def scalar(h, w, b, reduction):
-            out = loss(h, w, b, reduction)
-            return (jnp.sum(out * ct) if reduction == "none" else out), out
-
-        grad = jax.value_and_grad(scalar, argnums=(0, 1, 2), has_aux=True)
-        return jax.jit(lambda h, w, b: [grad(h, w, b, r) for r in REDUCTIONS])
-
-    fused = all_reductions(
-        lambda h, w, b, r: jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b, chunk_size=8, reduction=r, **kw)
-    )
-    plain = all_reductions(lambda h, w, b, r: jaxkl.cross_entropy_loss(h @ w + b[None, :], y, reduction=r, **kw))
-    for r, ((_, got), got_grads), ((_, want), want_grads) in zip(REDUCTIONS, fused(h, w, b), plain(h, w, b)):
-        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6, err_msg=r)
-        for name, g, ref in zip("hWb", got_grads, want_grads):
-            np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6, err_msg=f"{r}: d/d{name}")
 
 
 def test_no_bias_and_chunk_larger_than_rows():
@@ -255,9 +225,7 @@ def _unfused_distillation(hs, ws, ht, wt, y, *, T, divergence, beta, alpha):
     return loss
 
 
-@pytest.mark.parametrize(
-    "divergence, with_labels", [("forward_kl", False), ("reverse_kl", True), ("js", True)]
-)
+@pytest.mark.parametrize("divergence, with_labels", [("forward_kl", False), ("js", True)])
 def test_distillation_matches_unfused(divergence, with_labels):
     rng = np.random.default_rng(11)
     n, ds, dt, v = 29, 8, 12, 40
