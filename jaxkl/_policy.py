@@ -41,8 +41,15 @@ class PolicyStats(NamedTuple):
     entropy: jax.Array
 
 
-def _token_array(x: Any, name: str, shape: tuple[int, ...] | None) -> jax.Array:
+def _log_probability(x: Any, name: str) -> jax.Array:
+    """A log-probability array; `+inf` (which no probability has) becomes NaN, so that
+    the clipping of a ratio never turns it into a finite loss."""
     x = _validate.float_array(x, name)
+    return jnp.where(x == jnp.inf, jnp.nan, x)
+
+
+def _token_array(x: Any, name: str, shape: tuple[int, ...] | None) -> jax.Array:
+    x = _log_probability(x, name)
     if shape is None:
         if x.ndim != 2:
             raise ValueError(f"{name} must be [B, T] (sequences x tokens), got {name}.shape={x.shape}")
@@ -295,8 +302,8 @@ def preference_loss(
       "SLiC-HF" (2023), hinge. Meng et al., "SimPO" (2024). TRL `DPOTrainer`, `CPOTrainer`.
     """
     loss_type = _validate.choice(loss_type, PREFERENCE_LOSS_TYPES, "loss_type")
-    chosen = _validate.float_array(chosen_logps, "chosen_logps")
-    rejected = _validate.float_array(rejected_logps, "rejected_logps")
+    chosen = _log_probability(chosen_logps, "chosen_logps")
+    rejected = _log_probability(rejected_logps, "rejected_logps")
     _validate.same_shape(chosen, rejected, "chosen_logps", "rejected_logps")
     arrays = [chosen, rejected]
     has_ref = (ref_chosen_logps is not None, ref_rejected_logps is not None)
@@ -307,7 +314,7 @@ def preference_loss(
         if not all(has_ref):
             raise ValueError(f"loss_type={loss_type!r} needs ref_chosen_logps and ref_rejected_logps")
         for x, name in ((ref_chosen_logps, "ref_chosen_logps"), (ref_rejected_logps, "ref_rejected_logps")):
-            x = _validate.float_array(x, name)
+            x = _log_probability(x, name)
             _validate.same_shape(chosen, x, "chosen_logps", name)
             arrays.append(x)
     beta = _validate.positive(beta, "beta")

@@ -254,7 +254,8 @@ def prepare_probs(p: jax.Array, where: jax.Array | None) -> jax.Array:
     number (`-sum p log q` is finite for a negative `p`).
     """
     p = p.astype(compute_dtype(p.dtype))
-    p = jnp.where((p >= 0) & (p < jnp.inf), p, jnp.nan)
+    # NaN itself passes through, so that it reaches the gradient too.
+    p = jnp.where((p < 0) | (p == jnp.inf), jnp.nan, p)
     if where is not None:
         p = jnp.where(where, p, 0.0)
     return p

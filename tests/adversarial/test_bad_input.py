@@ -98,11 +98,31 @@ API = {
     "total_variation_from_logits": (jaxkl.total_variation_from_logits, ("p_logits", "q_logits"), dict(p_logits=A, q_logits=B)),
     "tsallis_entropy": (jaxkl.tsallis_entropy, ("p",), dict(p=P, alpha=0.5)),
     "tsallis_entropy_from_logits": (jaxkl.tsallis_entropy_from_logits, ("logits",), dict(logits=A, alpha=0.5)),
+    "token_logprobs": (jaxkl.token_logprobs, ("logits", "tokens"), dict(logits=A, tokens=LABELS)),
+    "fused_linear_token_logprobs": (
+        jaxkl.fused_linear_token_logprobs,
+        ("hidden", "head_weight", "tokens"),
+        dict(hidden=H, head_weight=W, tokens=LABELS),
+    ),
+    "policy_loss": (
+        jaxkl.policy_loss,
+        ("logprobs", "old_logprobs", "advantages"),
+        dict(logprobs=jnp.log(P), old_logprobs=jnp.log(Q), advantages=jnp.array([1.0, -0.5])),
+    ),
+    "preference_loss": (
+        jaxkl.preference_loss,
+        ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps"),
+        dict(chosen_logps=A[0] - 3.0, rejected_logps=B[0] - 3.0, ref_chosen_logps=B[1] - 3.0, ref_rejected_logps=A[1] - 3.0),
+    ),
 }
 # Names that are namespaces, not functions: their contents have their own tables.
 NAMESPACES = {"distributions", "fit"}
+# Result types (NamedTuples that functions return), not functions to call.
+RESULT_TYPES = {"PolicyStats"}
 # Arguments that are not arrays (callables, numbers) are not replaced by None/str.
 NOT_ARRAYS = {"f", "alpha"}
+# Array arguments for which None means something (no reference model): only a string is bad.
+NONE_MEANS_ABSENT = {"ref_chosen_logps", "ref_rejected_logps"}
 
 FAMILIES = {
     "Bernoulli": dict(logits=0.3),
@@ -138,7 +158,7 @@ def call(name, **changes):
 
 
 def test_every_public_name_is_covered():
-    top = set(jaxkl.__all__) - NAMESPACES
+    top = set(jaxkl.__all__) - NAMESPACES - RESULT_TYPES
     assert top == set(API), f"add to the table: {sorted(top - set(API))}; stale: {sorted(set(API) - top)}"
     dists = set(D.__all__)
     assert dists == set(FAMILIES) | DISTRIBUTION_FUNCTIONS, sorted(dists ^ (set(FAMILIES) | DISTRIBUTION_FUNCTIONS))
@@ -155,7 +175,11 @@ def array_arguments(name):
 @pytest.mark.parametrize("name", sorted(API))
 def test_none_and_strings_raise_a_type_error_naming_the_argument(name):
     for arg in array_arguments(name):
-        for bad in (None, "abc") if arg != "where" else ("abc", object()):
+        if arg == "where":
+            bads = ("abc", object())
+        else:
+            bads = ("abc",) if arg in NONE_MEANS_ABSENT else (None, "abc")
+        for bad in bads:
             with pytest.raises(TypeError, match=rf"\b{arg}\b"):
                 call(name, **{arg: bad})
 
@@ -179,7 +203,9 @@ def test_nan_and_inf_inputs_give_the_documented_value(name):
         x = jnp.asarray(valid[first]).at[(0,) * jnp.ndim(valid[first])].set(value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            out = np.asarray(call(name, **{first: x}), np.float64)
+            out = call(name, **{first: x})
+            # (loss, stats) and (log-probabilities, entropy): the first output carries the value.
+            out = np.asarray(out[0] if isinstance(out, tuple) else out, np.float64)
         expected = POISON_EXCEPT.get(name, {}).get(kind, np.nan)
         got = out.ravel()[0] if out.ndim else out
         if name in ("softmax", "log_softmax"):
