@@ -87,7 +87,7 @@ def scaled_by_temperature(soft: jax.Array, temperature, options: DistillationOpt
     independent of the temperature)."""
     if not options.scale_by_temperature_squared:
         return soft
-    t = _validate.concrete_number(temperature)
+    t = _validate.concrete_number(temperature, "temperature")
     if t is None:
         return soft * jnp.square(jnp.asarray(temperature, soft.dtype))
     if t == 1.0:

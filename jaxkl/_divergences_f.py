@@ -389,7 +389,7 @@ def f_divergence(
 
 def slope(slope_at_infinity: Any) -> float:
     """`slope_at_infinity` as a Python number (`inf` allowed)."""
-    value = _validate.concrete_number(slope_at_infinity)
+    value = _validate.concrete_number(slope_at_infinity, "slope_at_infinity")
     if value is None or math.isnan(value):
         raise TypeError("slope_at_infinity must be a Python number known at trace time (math.inf allowed)")
     return value

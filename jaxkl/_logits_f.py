@@ -48,8 +48,10 @@ from ._rowwise import (
     log_probs,
     logsumexp_of,
     prepare_logits,
+    reciprocal_or_zero,
     row_kernel,
     row_sum,
+    shifted_exponentials,
     with_tangent,
 )
 from ._softmax import log_softmax
@@ -229,19 +231,49 @@ def _tv_forward(static, a, b, where):
     return clip_value(tv, 0.0, 1.0).astype(a.dtype), (norms, s_p, tv)
 
 
-def _tv_tangent(static, arrays, stats, tangents):
+def _tv_tangent_from(static, p, q, s, s_p, tv, tangents):
     axis, axis_name, scale = static.axis, static.axis_name, static.scale
-    a, b, where = arrays
     da, db = tangents[:2]
-    norms, s_p, tv = stats
-    p, q, s, _ = _tv_parts(static, a, b, where, norms)
     s_q = s_p - 2.0 * tv  # sum s (P - Q) = sum |P - Q| = 2 TV
     coef_a = 0.5 * scale * p * (s - jnp.expand_dims(s_p, axis))
     coef_b = -0.5 * scale * q * (s - jnp.expand_dims(s_q, axis))
     return with_tangent(coef_a, da, axis, axis_name) + with_tangent(coef_b, db, axis, axis_name)
 
 
-_tv = row_kernel(_tv_forward, _tv_tangent, ("full", "full", "mask"))
+def _tv_tangent(static, arrays, stats, tangents):
+    a, b, where = arrays
+    norms, s_p, tv = stats
+    p, q, s, _ = _tv_parts(static, a, b, where, norms)
+    return _tv_tangent_from(static, p, q, s, s_p, tv, tangents)
+
+
+def _tv_cpu_jvp(static, arrays, tangents):
+    """Value and tangent from one exponential per element and distribution.
+
+    The rematerialised rule takes each softmax twice (and as `exp(log P)`,
+    a second exponential): it measured 0.88x plain `jnp` autodiff for value
+    and gradient at 2048 x 32768 float32 (`python -m bench --kernels tv`).
+    Here `P` and `Q` come from `exp(x - max)` once and feed both: 0.97-1.07x
+    at 512 x 8192 and 2048 x 32768, float32 and bfloat16. Other backends keep
+    the rematerialised rule (O(rows) residuals).
+    """
+    axis, axis_name = static.axis, static.axis_name
+    a, b, where = arrays
+
+    def probabilities(x):
+        x = x if static.scale == 1.0 else x.astype(compute_dtype(x.dtype)) * static.scale
+        _, _, e, total = shifted_exponentials(x, where, axis, axis_name)
+        return e * reciprocal_or_zero(total)
+
+    p, q = probabilities(a), probabilities(b)
+    s = jnp.sign(p - q)
+    tv = 0.5 * row_sum(jnp.abs(p - q), axis, axis_name)
+    s_p = row_sum(s * p, axis, axis_name)
+    value = clip_value(tv, 0.0, 1.0).astype(a.dtype)
+    return value, _tv_tangent_from(static, p, q, s, s_p, tv, tangents)
+
+
+_tv = row_kernel(_tv_forward, _tv_tangent, ("full", "full", "mask"), cpu_jvp=_tv_cpu_jvp)
 
 
 # ------------------------------------------------------------------ public API

@@ -363,7 +363,7 @@ def test_logits_gradients_match_plain_autodiff_and_finite_differences(x64):
     check_grads(power_sum, (a, b), order=2, modes=("rev",))
 
 
-def test_reverse_mode_residuals_are_per_row(capsys):
+def test_reverse_mode_residuals_are_per_row(capsys, rematerialised):
     rows, classes = 4, 16
     a = jnp.zeros((rows, classes))
     kernels = (
@@ -448,3 +448,27 @@ def test_bad_arguments_raise():
         jaxkl.total_variation_from_logits(p, jnp.zeros(3))
     with pytest.raises(TypeError, match="slope_at_infinity"):
         jaxkl.f_divergence(p, p, lambda t: t, slope_at_infinity=None)
+
+
+def test_total_variation_gradient_under_both_derivative_rules(derivative_rule):
+    # d TV / d a_j = 1/2 sum_i s_i dP_i/da_j with s = sign(P - Q), dP_i/da_j = P_i ([i=j] - P_j) / T,
+    # written in float64 NumPy; a -inf logit and a temperature included.
+    rng = np.random.default_rng(21)
+    a = rng.normal(size=(3, 5)).astype(np.float32)
+    b = rng.normal(size=(3, 5)).astype(np.float32)
+    a[1, 3] = -np.inf
+    t = 1.5
+
+    def softmax(x):
+        e = np.exp(x / t - np.max(x / t, -1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p, q = softmax(a.astype(np.float64)), softmax(b.astype(np.float64))
+    s = np.sign(p - q)
+    grad_a = 0.5 * p * (s - (s * p).sum(-1, keepdims=True)) / t
+    grad_b = -0.5 * q * (s - (s * q).sum(-1, keepdims=True)) / t
+    loss = lambda a, b: jnp.sum(jaxkl.total_variation_from_logits(a, b, temperature=t))
+    got_a, got_b = jax.jit(jax.grad(loss, argnums=(0, 1)))(a, b)
+    np.testing.assert_allclose(got_a, grad_a, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got_b, grad_b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(loss)(a, b), 0.5 * np.abs(p - q).sum(), rtol=1e-6)
