@@ -48,8 +48,10 @@ from ._rowwise import (
     prepare_logits,
     reciprocal_or_zero,
     row_kernel,
+    logsumexp_of,
     row_sum,
     shifted_exponentials,
+    soft_capped,
     with_tangent,
     zero_where_unused,
 )
@@ -237,6 +239,7 @@ def label_cross_entropy(
     z_loss: float = 0.0,
     where: jax.Array | None = None,
     axis_name: Any = None,
+    softcap: float | None = None,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
     """The per-example label cross-entropy: `(values, valid, w_y)`, values in the compute dtype.
 
@@ -244,8 +247,10 @@ def label_cross_entropy(
     hard term and the fused heads (chunk by chunk) share. Arguments are
     validated by the caller; `weight` is None (all ones) or the class weights
     (local to this shard with `axis_name`) in the compute dtype. `valid` is
-    None when every example counts.
+    None when every example counts. `softcap` caps the logits first
+    (`soft_capped`).
     """
+    x = soft_capped(x, softcap)
     local_classes = x.shape[axis]
     # Sharded, the class axis holds K_local of the K = K_local * shards classes.
     shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
@@ -262,6 +267,53 @@ def label_cross_entropy(
     return _cross_entropy(static, x, picked, idx, wy, weight, valid), valid, wy
 
 
+class CrossEntropyAux(NamedTuple):
+    """Per-token statistics that come with a cross-entropy at no extra pass over the logits.
+
+    Attributes:
+      logsumexp: float32 log-normaliser of each example's (capped) logits, labels' shape.
+      predicted: int32 arg-max class of each example, labels' shape.
+      correct: bool, `predicted == label`, False where ignored or masked.
+      z_loss: the z-loss term `z_loss * w_y * logsumexp**2`, reduced like the
+        loss (per example for `reduction="none"`; 0 when `z_loss=0`).
+    """
+
+    logsumexp: jax.Array
+    predicted: jax.Array
+    correct: jax.Array
+    z_loss: jax.Array
+
+
+def _global_argmax(x: jax.Array, axis: int, axis_name: Any) -> jax.Array:
+    """int32 arg-max over `axis`; sharded, the first global index of the global max."""
+    local = jnp.argmax(x, axis=axis).astype(jnp.int32)
+    if axis_name is None:
+        return local
+    local_max = jnp.max(x, axis=axis)
+    best = jax.lax.pmax(local_max, axis_name)
+    offset = jax.lax.axis_index(axis_name).astype(jnp.int32) * x.shape[axis]
+    candidate = jnp.where(local_max == best, local + offset, jnp.iinfo(jnp.int32).max)
+    return jax.lax.pmin(candidate, axis_name)
+
+
+def label_aux_rows(x, labels, valid, wy, *, axis, z_loss=0.0, axis_name=None, softcap=None):
+    """Per-example `(logsumexp, predicted, correct, z_loss term)`, no gradient.
+
+    Called on the same logits as `label_cross_entropy` (in the fused head,
+    the same chunk inside the same row function): the reductions read the
+    logits already in hand, never a second materialisation.
+    """
+    x = jax.lax.stop_gradient(prepare_logits(soft_capped(x, softcap), None))
+    lse = jnp.squeeze(logsumexp_of(log_normalizer(x, axis, axis_name)), axis)
+    predicted = _global_argmax(x, axis, axis_name)
+    correct = predicted == labels
+    z_rows = z_loss * zero_where_unused(jax.lax.stop_gradient(wy).astype(lse.dtype), jnp.square(lse))
+    if valid is not None:
+        correct = correct & valid
+        z_rows = jnp.where(valid, z_rows, 0.0)
+    return lse, predicted, correct, z_rows
+
+
 def per_example(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -274,8 +326,13 @@ def per_example(
     where: ArrayLike | None = None,
     check: bool = False,
     axis_name: Any = None,
-) -> tuple[jax.Array, jax.Array | None, jax.Array, Any]:
-    """Validated arguments through `label_cross_entropy`: `(values, valid, w_y, dtype)`."""
+    softcap: float | None = None,
+    return_aux: bool = False,
+) -> tuple[jax.Array, jax.Array | None, jax.Array, Any, Any]:
+    """Validated arguments through `label_cross_entropy`: `(values, valid, w_y, dtype, aux_rows)`.
+
+    `aux_rows` is `label_aux_rows` of the same logits with `return_aux`, else None.
+    """
     x = _validate.float_array(logits, "logits")
     axis = _validate.normalize_axis(axis, x.ndim)
     axis_name = _validate.axis_name(axis_name)
@@ -285,6 +342,7 @@ def per_example(
     eps = _validate.unit_interval(label_smoothing, "label_smoothing")
     z = _validate.nonnegative(z_loss, "z_loss")
     ignore_index = _validate.optional_int(ignore_index, "ignore_index")
+    softcap = _validate.softcap(softcap)
     where = _validate.mask(where, labels.shape)
     if weight is not None:
         weight = class_weights(weight, local_classes, f"axis={axis} of logits.shape={x.shape}", axis_name)
@@ -302,8 +360,14 @@ def per_example(
         z_loss=z,
         where=where,
         axis_name=axis_name,
+        softcap=softcap,
     )
-    return values, valid, wy, x.dtype
+    aux_rows = None
+    if return_aux:
+        aux_rows = label_aux_rows(
+            x, labels, valid, wy, axis=axis, z_loss=z, axis_name=axis_name, softcap=softcap
+        )
+    return values, valid, wy, x.dtype, aux_rows
 
 
 def class_weights(weight: Any, num_classes: int, along: str, axis_name: Any = None) -> jax.Array:
@@ -326,6 +390,13 @@ def reduce_label_loss(values, valid, wy, reduction: str, weighted: bool) -> jax.
     return weighted_sum(values, weights)
 
 
+def label_aux(aux_rows, valid, wy, reduction: str, weighted: bool) -> CrossEntropyAux:
+    """`CrossEntropyAux` from `label_aux_rows`, its z-loss term reduced like the loss."""
+    lse, predicted, correct, z_rows = aux_rows
+    z_term = reduce_label_loss(z_rows, valid, jax.lax.stop_gradient(wy), reduction, weighted)
+    return CrossEntropyAux(lse, predicted, correct, z_term)
+
+
 def cross_entropy_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -339,7 +410,9 @@ def cross_entropy_loss(
     where: ArrayLike | None = None,
     check: bool = False,
     axis_name: Any = None,
-) -> jax.Array:
+    softcap: float | None = None,
+    return_aux: bool = False,
+) -> jax.Array | tuple[jax.Array, CrossEntropyAux]:
     r"""Cross-entropy of logits against integer class labels, as `torch.nn.functional.cross_entropy`.
 
     Follows PyTorch's `(input, target)` order. With `P = softmax(logits)`,
@@ -401,9 +474,16 @@ def cross_entropy_loss(
       check: add checkify checks that labels are in range.
       axis_name: mesh axis name (or tuple of names) over which `axis` is
         sharded inside `shard_map`, or None.
+      softcap: None, or `c > 0`: the logits become $c \tanh(x / c)$
+        (Gemma 2's logit soft-capping) before everything else, with the
+        exact gradient.
+      return_aux: also return a [jaxkl.CrossEntropyAux][] (per-example
+        log-normaliser, arg-max, whether it is correct, and the z-loss term
+        reduced like the loss), computed from the same logits, without gradient.
 
     Returns:
-      A scalar, or `labels.shape` for `"none"`; dtype of `logits`.
+      A scalar, or `labels.shape` for `"none"`; dtype of `logits`. With
+      `return_aux`, the pair `(loss, aux)`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxkl
@@ -413,14 +493,18 @@ def cross_entropy_loss(
       >>> w = jnp.array([1.0, 2.0, 3.0])
       >>> print(jaxkl.cross_entropy_loss(logits, jnp.array([0, 2]), weight=w).round(6))
       0.907606
+      >>> loss, aux = jaxkl.cross_entropy_loss(logits, jnp.array([2, 0]), softcap=30.0, return_aux=True)
+      >>> print(aux.predicted, aux.correct)  # the 1e4 row saturates at the cap: a tie, arg-max 0
+      [2 0] [ True  True]
 
     References:
       PyTorch documentation, `torch.nn.CrossEntropyLoss`; Szegedy et al.,
       "Rethinking the Inception Architecture" (2016) for label smoothing;
-      Chowdhery et al., "PaLM" (2022) for the z-loss.
+      Chowdhery et al., "PaLM" (2022) for the z-loss; Gemma Team, "Gemma 2"
+      (2024) for logit soft-capping.
     """
     reduction = _validate.reduction(reduction)
-    values, valid, wy, dtype = per_example(
+    values, valid, wy, dtype, aux_rows = per_example(
         logits,
         labels,
         axis=axis,
@@ -431,6 +515,9 @@ def cross_entropy_loss(
         where=where,
         check=check,
         axis_name=axis_name,
+        softcap=softcap,
+        return_aux=return_aux,
     )
-    return reduce_label_loss(values, valid, wy, reduction, weight is not None).astype(dtype)
+    loss = reduce_label_loss(values, valid, wy, reduction, weight is not None).astype(dtype)
+    return loss if aux_rows is None else (loss, label_aux(aux_rows, valid, wy, reduction, weight is not None))
 

@@ -18,7 +18,7 @@ from . import _validate
 from ._cross_entropy_loss import label_cross_entropy
 from ._logits import js_divergence_from_logits, kl_divergence_from_logits, temperature_scale
 from ._reductions import reduce
-from ._rowwise import compute_dtype, log_normalizer, prepare_logits
+from ._rowwise import compute_dtype, log_normalizer, prepare_logits, soft_capped
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js")
 
@@ -30,15 +30,17 @@ class DistillationOptions(NamedTuple):
     beta: float = 0.5
     alpha: float = 0.5
     scale_by_temperature_squared: bool = True
+    softcap: float | None = None  # caps both logits before the temperature
 
 
-def distillation_options(divergence, beta, alpha, scale_by_temperature_squared) -> DistillationOptions:
+def distillation_options(divergence, beta, alpha, scale_by_temperature_squared, softcap=None) -> DistillationOptions:
     """Validate the options shared by the unfused and fused distillation losses."""
     return DistillationOptions(
         _validate.choice(divergence, DIVERGENCES, "divergence"),
         _validate.unit_interval(beta, "beta"),
         _validate.unit_interval(alpha, "alpha"),
         bool(scale_by_temperature_squared),
+        _validate.softcap(softcap),
     )
 
 
@@ -74,8 +76,11 @@ def distillation_rows(student, teacher, labels, temperature, options: Distillati
 
     `distillation_loss` applies it to whole arrays, the fused head chunk by
     chunk. `teacher` must already be constant (`stop_gradient`);
-    `temperature` is a Python number or a traced scalar.
+    `temperature` is a Python number or a traced scalar. With
+    `options.softcap` both logits are soft-capped first (`soft_capped`), the
+    hard term sees the capped student.
     """
+    student, teacher = soft_capped(student, options.softcap), soft_capped(teacher, options.softcap)
     acc = compute_dtype(student.dtype)
     soft_weight = 1.0 if labels is None else options.alpha
     values = jnp.zeros(student.shape[:axis] + student.shape[axis + 1 :], acc)
@@ -107,6 +112,7 @@ def distillation_loss(
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
     axis: int = -1,
+    softcap: float | None = None,
 ) -> jax.Array:
     r"""Knowledge-distillation loss between temperature-softened student and teacher.
 
@@ -150,6 +156,9 @@ def distillation_loss(
       where: optional boolean mask over examples (shape of the logits without
         `axis`); masked examples give 0 and no gradient (unless their logits are NaN).
       axis: the class axis.
+      softcap: None, or `c > 0`: both logits become $c \tanh(z / c)$
+        (Gemma 2's logit soft-capping) before the temperature and before
+        the hard term, with the exact gradient.
 
     Returns:
       A scalar, or one value per example for `"none"`; dtype of the logits.
@@ -171,7 +180,7 @@ def distillation_loss(
     s, t, axis, where, dtype = _model_and_target(
         student_logits, teacher_logits, "student_logits", "teacher_logits", axis, where
     )
-    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared)
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, softcap)
     reduction = _validate.reduction(reduction)
     _validate.positive(temperature, "temperature")
     if labels is not None:

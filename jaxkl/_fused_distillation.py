@@ -39,6 +39,7 @@ def fused_linear_distillation_loss(
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
     chunk_size: int | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
     r"""Knowledge distillation between two linear heads, never forming either N x V logits array.
 
@@ -78,6 +79,8 @@ def fused_linear_distillation_loss(
         the sum divided by `N`), as in [jaxkl.reduce][].
       where: optional boolean `[N]` mask of examples to include.
       chunk_size: rows per chunk (`None`: about `2**22 / V`).
+      softcap: None, or `c > 0`: both heads' logits become $c \tanh(z / c)$
+        (Gemma 2) before everything else, as in [jaxkl.distillation_loss][].
 
     Returns:
       A scalar, or `[N]` for `reduction="none"`, in the student's dtype.
@@ -107,7 +110,7 @@ def fused_linear_distillation_loss(
             f"student_head_weight.shape={weight.shape}, teacher_hidden.shape={t_hidden.shape}, "
             f"teacher_head_weight.shape={t_weight.shape}"
         )
-    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared)
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, softcap)
     static_temperature = _validate.positive(temperature, "temperature")
     # A traced temperature travels with the arrays (it receives no gradient here).
     traced_temperature = None if static_temperature is not None else jax.numpy.asarray(temperature)

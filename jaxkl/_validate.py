@@ -257,3 +257,13 @@ def order(value: Any, name: str = "alpha", *, renyi: bool = False) -> float:
     if not renyi and not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return v
+
+
+def softcap(value: Any, name: str = "softcap") -> float | None:
+    """None, or a finite Python number > 0 known at trace time (a static option)."""
+    if value is None:
+        return None
+    v = concrete_number(value)
+    if v is None:
+        raise TypeError(f"{name} must be None or a Python number known at trace time, got a traced value")
+    return positive(v, name)
