@@ -81,7 +81,7 @@ def _weighted_gap(static, xs, shift, weight):
     return row_sum(zero_where_unused(w, shift - xs), axis, axis_name)
 
 
-def _value(static, normalizer, picked, wy, weight, gap, valid):
+def label_value(static, normalizer, picked, wy, weight, gap, valid):
     """The per-example loss from the row's `(shift, log_sum)` and the label's logit."""
     axis, axis_name, a, b, z = static
     shift, log_sum = (jnp.squeeze(v, axis) for v in normalizer)
@@ -111,17 +111,20 @@ def _ce_forward(static, x, picked, idx, wy, weight, valid):
     normalizer = log_normalizer(xs, axis, axis_name)
     gap = _weighted_gap(static, xs, normalizer[0], weight) if b else None
     picked = picked.astype(xs.dtype)
-    return _value(static, normalizer, picked, wy, weight, gap, valid), normalizer
+    return label_value(static, normalizer, picked, wy, weight, gap, valid), normalizer
 
 
-def _ce_tangent_from(static, p, lse, arrays, tangents):
-    """`sum_c dl/dx_c dx_c` given `P` and `lse` (keepdims)."""
-    axis, axis_name, a, b, z = static
-    _, _, idx, wy, weight, valid = arrays
+def label_coefficient(static, p, lse, idx, wy, weight, valid, weight_total):
+    """`dl/dx_c` given `P` and `lse` (keepdims), for the classes in `weight`.
+
+    `weight` and `idx` may cover a block of the classes (a shard, or a tile of
+    the fused head), with `weight_total = sum_c w_c` over all of them.
+    """
+    axis, _, a, b, z = static
     wy_ = jnp.expand_dims(wy, axis)
     factor = a * wy_
     if b:
-        factor = factor + b * row_sum(weight, 0, axis_name)
+        factor = factor + b * weight_total
     if z:
         factor = factor + 2.0 * z * wy_ * lse
     # P_c * factor is 0 where P_c is 0 (a -inf logit), even where the z-loss
@@ -136,7 +139,15 @@ def _ce_tangent_from(static, p, lse, arrays, tangents):
     if valid is not None:
         # Ignored and masked examples get exactly zero gradient, even from NaN logits.
         coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
-    return with_tangent(coef, tangents[0], axis, axis_name)
+    return coef
+
+
+def _ce_tangent_from(static, p, lse, arrays, tangents):
+    """`sum_c dl/dx_c dx_c` given `P` and `lse` (keepdims)."""
+    _, _, idx, wy, weight, valid = arrays
+    total = row_sum(weight, 0, static.axis_name) if static.spread else None
+    coef = label_coefficient(static, p, lse, idx, wy, weight, valid, total)
+    return with_tangent(coef, tangents[0], static.axis, static.axis_name)
 
 
 def _ce_tangent(static, arrays, normalizer, tangents):
@@ -153,7 +164,7 @@ def _ce_cpu_jvp(static, arrays, tangents):
     xs, shift, e, total = shifted_exponentials(x, None, axis, axis_name)
     normalizer = (shift, jnp.log(total))
     gap = _weighted_gap(static, xs, shift, weight) if b else None
-    value = _value(static, normalizer, picked.astype(xs.dtype), wy, weight, gap, valid)
+    value = label_value(static, normalizer, picked.astype(xs.dtype), wy, weight, gap, valid)
     p = e * reciprocal_or_zero(total)
     return value, _ce_tangent_from(static, p, shift + normalizer[1], arrays, tangents)
 
@@ -305,7 +316,11 @@ def label_aux_rows(x, labels, valid, wy, *, axis, z_loss=0.0, axis_name=None, so
     """
     x = jax.lax.stop_gradient(prepare_logits(soft_capped(x, softcap), None))
     lse = jnp.squeeze(logsumexp_of(log_normalizer(x, axis, axis_name)), axis)
-    predicted = _global_argmax(x, axis, axis_name)
+    return aux_rows_from(lse, _global_argmax(x, axis, axis_name), labels, valid, wy, z_loss)
+
+
+def aux_rows_from(lse, predicted, labels, valid, wy, z_loss):
+    """`label_aux_rows` from each example's log-normaliser and arg-max."""
     correct = predicted == labels
     z_rows = z_loss * zero_where_unused(jax.lax.stop_gradient(wy).astype(lse.dtype), jnp.square(lse))
     if valid is not None:

@@ -73,13 +73,21 @@ CE_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("option, reduction", _cases(CE_OPTIONS, "everything"))
-def test_fused_cross_entropy_equals_unfused(option, reduction):
+# Class tiles of 4 of the 11 classes: two full tiles and a partial one.
+TILED = [("defaults", "mean", 4), ("label_smoothing", "sum", 4), ("everything", "none", 4), ("everything", "mean", 4)]
+
+
+@pytest.mark.parametrize(
+    "option, reduction, tile", [(o, r, None) for o, r in _cases(CE_OPTIONS, "everything")] + TILED
+)
+def test_fused_cross_entropy_equals_unfused(option, reduction, tile):
     kw = dict(CE_OPTIONS[option], reduction=reduction or "mean")
     h, w, b = _head(1)
 
     def fused(h, w, b):
-        return jaxkl.fused_linear_cross_entropy(h, w, LABELS, head_bias=b, chunk_size=CHUNK, **kw)
+        return jaxkl.fused_linear_cross_entropy(
+            h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, **kw
+        )
 
     def unfused(h, w, b):
         return jaxkl.cross_entropy_loss(h @ w + b[None, :], LABELS, **kw)
@@ -146,11 +154,13 @@ def test_fused_distillation_takes_a_traced_temperature(divergence):
     np.testing.assert_allclose(grad_f, grad_u, rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
-def test_fused_cross_entropy_aux_equals_unfused(reduction):
+@pytest.mark.parametrize("reduction, tile", [("none", None), ("mean", 4)])
+def test_fused_cross_entropy_aux_equals_unfused(reduction, tile):
     kw = dict(weight=CLASS_WEIGHT, ignore_index=2, z_loss=1e-2, where=MASK, softcap=3.0, reduction=reduction)
     h, w, b = _head(7)
-    loss_f, aux_f = jaxkl.fused_linear_cross_entropy(h, w, LABELS, head_bias=b, chunk_size=CHUNK, return_aux=True, **kw)
+    loss_f, aux_f = jaxkl.fused_linear_cross_entropy(
+        h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, return_aux=True, **kw
+    )
     loss_u, aux_u = jaxkl.cross_entropy_loss(h @ w + b[None, :], LABELS, return_aux=True, **kw)
     np.testing.assert_allclose(loss_f, loss_u, rtol=2e-5, atol=2e-6)
     for name, f, u in zip(aux_f._fields, aux_f, aux_u):

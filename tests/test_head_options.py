@@ -93,14 +93,14 @@ def test_softcap_bfloat16_fused():
     np.testing.assert_allclose(float(got), expected.sum() / keep.sum(), rtol=1e-2)
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_aux_against_numpy(fused):
+@pytest.mark.parametrize("fused, tile", [(False, None), (True, None), (True, 4)])
+def test_aux_against_numpy(fused, tile):
     h, w, y = _inputs(3)
     where = np.ones((B, T), bool)
     where[1, 2] = False
     kw = dict(ignore_index=-100, z_loss=0.05, softcap=CAP, where=where, return_aux=True)
     if fused:
-        loss, aux = jaxkl.fused_linear_cross_entropy(h, w, y, chunk_size=4, **kw)
+        loss, aux = jaxkl.fused_linear_cross_entropy(h, w, y, chunk_size=4, vocab_chunk_size=tile, **kw)
     else:
         loss, aux = jaxkl.cross_entropy_loss(h @ w, y, **kw)
     rows, lse, predicted, keep = _numpy_capped_ce(h @ w, y, CAP, z_loss=0.05)
@@ -128,22 +128,27 @@ def test_aux_adds_no_gradient_and_no_matmul():
     assert count(with_aux) == count(without)
 
 
-def test_shift_is_next_token_loss():
+@pytest.mark.parametrize("tile", [None, 4])
+def test_shift_is_next_token_loss(tile):
     h, w, y = _inputs(5)
 
     def fused(h, w):
-        return jaxkl.fused_linear_cross_entropy(h, w, y, ignore_index=-100, shift=True, softcap=CAP, chunk_size=3)
+        return jaxkl.fused_linear_cross_entropy(
+            h, w, y, ignore_index=-100, shift=True, softcap=CAP, chunk_size=3, vocab_chunk_size=tile
+        )
 
     def reference(h, w):
         # Materialised: drop the last position's logits and the first label.
         return _jnp_capped_ce(h[:, :-1] @ w, y[:, 1:], CAP)
 
-    value, grads = jax.value_and_grad(fused, (0, 1))(h, w)
+    value, grads = jax.jit(jax.value_and_grad(fused, (0, 1)))(h, w)
     expected, _, _, keep = _numpy_capped_ce(h[:, :-1] @ w, y[:, 1:], CAP)
     np.testing.assert_allclose(value, expected.sum() / keep.sum(), rtol=1e-5)
     for g, r in zip(grads, jax.grad(reference, (0, 1))(h, w)):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
-    rows = jaxkl.fused_linear_cross_entropy(h, w, y, ignore_index=-100, shift=True, reduction="none")
+    rows = jaxkl.fused_linear_cross_entropy(
+        h, w, y, ignore_index=-100, shift=True, reduction="none", vocab_chunk_size=tile
+    )
     assert rows.shape == (B, T)
     np.testing.assert_array_equal(rows[:, -1], 0.0)
     np.testing.assert_allclose(rows[:, :-1], _numpy_capped_ce(h[:, :-1] @ w, y[:, 1:], None)[0], rtol=1e-5)
