@@ -84,13 +84,14 @@ def measure_memory(size, chunks, dtype):
     return rows
 
 
-def measure_time(size, chunks, dtype, repeats):
+def measure_time(size, chunks, dtype, repeats, fns=None):
+    """Fwd + bwd times of `fns` (default: `methods(chunks)`), run round-robin."""
     n, d, v = size
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     h = jax.random.normal(k1, (n, d), dtype)
     w = (jax.random.normal(k2, (d, v), dtype) * d**-0.5).astype(dtype)
     y = jax.random.randint(k3, (n,), 0, v)
-    steps = {name: step(fn) for name, fn in methods(chunks).items()}
+    steps = {name: step(fn) for name, fn in (fns or methods(chunks)).items()}
     values = {}
     for name, f in steps.items():  # compile and warm up
         values[name] = float(jax.block_until_ready(f(h, w, y))[0])
@@ -173,34 +174,16 @@ def sweep(sizes, time_it, repeats, limit_gib):
                 jax.ShapeDtypeStruct((n,), jnp.int32),
             )
             fits = time_it and 3 * n * v * 4 <= limit_gib * 2**30
-            timed = measure_time_of(size, dtype, repeats) if fits else {}
+            timed = measure_time(size, (), dtype, repeats, sweep_methods()) if fits else {}
             for name, fn in sweep_methods().items():
                 m = step(fn).lower(*args).compile().memory_analysis()
                 rows.append({
                     "size": size, "dtype": jnp.dtype(dtype).name, "method": name,
                     "temp_bytes": int(m.temp_size_in_bytes),
                     "head_bytes_read": head_bytes_read(name, size, dtype),
-                    "min_s": timed.get(name),
+                    "min_s": timed[name]["min_s"] if timed else None,
                 })
     return rows
-
-
-def measure_time_of(size, dtype, repeats):
-    n, d, v = size
-    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-    h = jax.random.normal(k1, (n, d), dtype)
-    w = (jax.random.normal(k2, (d, v), dtype) * d**-0.5).astype(dtype)
-    y = jax.random.randint(k3, (n,), 0, v)
-    steps = {name: step(fn) for name, fn in sweep_methods().items()}
-    for f in steps.values():
-        jax.block_until_ready(f(h, w, y))
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, f in steps.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(h, w, y))
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(ts) for name, ts in times.items()}
 
 
 def sweep_markdown(rows) -> str:
