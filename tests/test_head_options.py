@@ -168,3 +168,17 @@ def test_distillation_softcap_against_numpy():
     expected = (np.exp(lt) * (lt - ls)).sum(-1).mean() * temperature**2
     got = jaxkl.distillation_loss(s, t, temperature=temperature, softcap=CAP)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_bad_options_raise():
+    h, w, y = _inputs(7)
+    with pytest.raises(ValueError, match="softcap"):
+        jaxkl.fused_linear_cross_entropy(h, w, y, softcap=0.0)
+    with pytest.raises(ValueError, match="softcap"):
+        jaxkl.cross_entropy_loss(h @ w, y, softcap=-1.0)
+    with pytest.raises(TypeError, match="softcap"):
+        jax.jit(lambda c: jaxkl.distillation_loss(h @ w, h @ w, softcap=c))(2.0)
+    with pytest.raises(ValueError, match="vocab_chunk_size"):
+        jaxkl.fused_linear_cross_entropy(h, w, y, vocab_chunk_size=0)
+    with pytest.raises(ValueError, match="position axis"):
+        jaxkl.fused_linear_cross_entropy(h[0, 0], w, y[0, 0], shift=True)
