@@ -287,6 +287,16 @@ class CrossEntropyAux(NamedTuple):
       correct: bool, `predicted == label`, False where ignored or masked.
       z_loss: the z-loss term `z_loss * w_y * logsumexp**2`, reduced like the
         loss (per example for `reduction="none"`; 0 when `z_loss=0`).
+
+    Returned by [jaxkl.cross_entropy_loss][] and
+    [jaxkl.fused_linear_cross_entropy][] with `return_aux=True`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> logits = jnp.log(jnp.array([[1.0, 3.0], [2.0, 2.0]]))  # sums 4 and 4: lse = log 4
+      >>> loss, aux = jaxkl.cross_entropy_loss(logits, jnp.array([1, 1]), z_loss=0.5, return_aux=True)
+      >>> print(aux.logsumexp.round(4), aux.predicted, aux.correct, (aux.z_loss / jnp.log(4.0) ** 2).round(4))
+      [1.3863 1.3863] [1 0] [ True False] 0.5
     """
 
     logsumexp: jax.Array

@@ -31,9 +31,12 @@ class DistillationOptions(NamedTuple):
     alpha: float = 0.5
     scale_by_temperature_squared: bool = True
     softcap: float | None = None  # caps both logits before the temperature
+    axis_name: Any = None  # the class axis is sharded over this mesh axis (fused heads)
 
 
-def distillation_options(divergence, beta, alpha, scale_by_temperature_squared, softcap=None) -> DistillationOptions:
+def distillation_options(
+    divergence, beta, alpha, scale_by_temperature_squared, softcap=None, axis_name=None
+) -> DistillationOptions:
     """Validate the options shared by the unfused and fused distillation losses."""
     return DistillationOptions(
         _validate.choice(divergence, DIVERGENCES, "divergence"),
@@ -41,16 +44,18 @@ def distillation_options(divergence, beta, alpha, scale_by_temperature_squared, 
         _validate.unit_interval(alpha, "alpha"),
         bool(scale_by_temperature_squared),
         _validate.softcap(softcap),
+        _validate.axis_name(axis_name),
     )
 
 
 def divergence_rows(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
     """The chosen divergence between `softmax(teacher / T)` and `softmax(student / T)`, per example."""
+    kw = dict(axis=axis, temperature=temperature, axis_name=options.axis_name)
     if options.divergence == "forward_kl":
-        return kl_divergence_from_logits(teacher, student, axis=axis, temperature=temperature)
+        return kl_divergence_from_logits(teacher, student, **kw)
     if options.divergence == "reverse_kl":
-        return kl_divergence_from_logits(student, teacher, axis=axis, temperature=temperature)
-    return js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
+        return kl_divergence_from_logits(student, teacher, **kw)
+    return js_divergence_from_logits(teacher, student, beta=options.beta, **kw)
 
 
 def scaled_by_temperature(soft: jax.Array, temperature, options: DistillationOptions) -> jax.Array:
@@ -87,7 +92,7 @@ def distillation_rows(student, teacher, labels, temperature, options: Distillati
     if soft_weight:
         values = values + soft_weight * soft_term(student, teacher, temperature, options, axis)
     if labels is not None and options.alpha < 1.0:
-        hard, _, _ = label_cross_entropy(student, labels, axis=axis)
+        hard, _, _ = label_cross_entropy(student, labels, axis=axis, axis_name=options.axis_name)
         values = values + (1.0 - options.alpha) * hard
     return values
 

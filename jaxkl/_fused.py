@@ -63,6 +63,9 @@ class Head(NamedTuple):
     params: Any
     chunk_size: int
     has_aux: bool = False
+    # Inside shard_map with the head's classes split over this mesh axis:
+    # `d hidden` is the psum of every device's part (the only [N, D] collective).
+    axis_name: Any = None
 
 
 def default_chunk_size(num_rows: int, num_classes: int, hidden_size: int = 0) -> int:
@@ -159,11 +162,15 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
             d_bias = d_bias + jnp.sum(g, axis=0)
         return (d_weight, d_bias), (values, aux, d_h)
 
-    init = (jnp.zeros(weight.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
+    # zeros_like: sharded, the accumulators vary over the mesh axis like the head itself.
+    init = (jnp.zeros_like(weight, acc), None if bias is None else jnp.zeros_like(bias, acc))
     cts = chunked(cotangent, num_chunks, size)
     (d_weight, d_bias), (values, aux, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
-    grads = (unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias)
+    d_hidden = unchunked(d_hidden, n)
+    if static.axis_name is not None:
+        d_hidden = jax.lax.psum(d_hidden, static.axis_name)
+    grads = (d_hidden, d_weight.astype(weight.dtype), d_bias)
     return (merged(values), merged(aux)), grads
 
 
@@ -264,6 +271,7 @@ class CrossEntropyOptions(NamedTuple):
     z_loss: float
     softcap: float | None = None
     return_aux: bool = False
+    axis_name: Any = None
 
 
 def _cross_entropy_rows(options, logits, row_extras, class_weight):
@@ -283,10 +291,13 @@ def _cross_entropy_rows(options, logits, row_extras, class_weight):
         z_loss=options.z_loss,
         where=where,
         softcap=options.softcap,
+        axis_name=options.axis_name,
     )
     if not options.return_aux:
         return values
-    aux = label_aux_rows(logits, labels, valid, wy, axis=1, z_loss=options.z_loss, softcap=options.softcap)
+    aux = label_aux_rows(
+        logits, labels, valid, wy, axis=1, z_loss=options.z_loss, softcap=options.softcap, axis_name=options.axis_name
+    )
     return values, aux
 
 
@@ -341,6 +352,7 @@ def fused_linear_cross_entropy(
     return_aux: bool = False,
     shift: bool = False,
     vocab_chunk_size: int | None = None,
+    axis_name: Any = None,
 ) -> jax.Array | tuple[jax.Array, CrossEntropyAux]:
     r"""Cross-entropy of a linear head, `cross_entropy_loss(hidden @ head_weight + head_bias, labels)`, fused.
 
@@ -403,6 +415,13 @@ def fused_linear_cross_entropy(
         is read `O(N / chunk_size)` times per pass (four matmuls per step
         instead of three). `None` tiles by 16,384 classes from `V = 65,536`
         up and not below; `chunk_size=None` then picks about `2**22 / tile` tokens.
+      axis_name: inside `shard_map`, the mesh axis over which the classes
+        are split: `head_weight[:, V_local]`, `head_bias[V_local]` and class
+        `weight[V_local]` are this device's slice, `labels` are global class
+        ids, as in [jaxkl.cross_entropy_loss][]. Row statistics cross devices
+        as O(N) scalars (max, sums, label logit) and `d hidden` is one `psum`
+        of `[N, D]`; neither the head nor the logits are gathered. (No class
+        tiles within a device's slice.) None: unsharded.
 
     Returns:
       A scalar, or `labels.shape` for `reduction="none"` (0 for excluded
@@ -455,17 +474,21 @@ def fused_linear_cross_entropy(
         z_loss,
         _validate.softcap(softcap),
         bool(return_aux),
+        _validate.axis_name(axis_name),
     )
+    axis_name = options.axis_name
     acc = compute_dtype(hidden.dtype)
     if weight is not None:
-        weight = class_weights(weight, v, f"head_weight.shape[1] = {v}").astype(acc)
+        weight = class_weights(weight, v, f"head_weight.shape[1] = {v}", axis_name).astype(acc)
     if check:
-        _checks.labels(labels, v, ignore_index)
+        _checks.labels(labels, v * (1 if axis_name is None else jax.lax.axis_size(axis_name)), ignore_index)
     counted = counted_examples(labels, ignore_index, where)
-    counts = None if weight is None else label_weights(labels, weight, v)[1]
-    tile = tile_classes(vocab_chunk_size, v)
+    counts = None if weight is None else label_weights(labels, weight, v, axis_name)[1]
+    # Sharded, the head is split over classes: tiles would re-split this device's block.
+    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v)
     if tile is None:
-        static = Head(_cross_entropy_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), options.return_aux)
+        rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
+        static = Head(_cross_entropy_rows, options, rows, options.return_aux, axis_name)
         out = head_loss(static, hidden, head_weight, head_bias, (labels, where), weight, reduction, counted, counts)
         loss, aux_rows = out if return_aux else (out, None)
     else:
