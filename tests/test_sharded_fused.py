@@ -44,10 +44,10 @@ def _value_and_grads(f):
     return jax.jit(jax.value_and_grad(scalar, (0, 1, 2), has_aux=True))
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
-def test_sharded_fused_cross_entropy_equals_unsharded(mesh, reduction):
+def test_sharded_fused_cross_entropy_equals_unsharded(mesh):
+    # reduction="none": every row's gradient is checked separately (a sum of per-row losses).
     h, w, b, cw = _head(0)
-    kw = dict(CE_OPTIONS, reduction=reduction, return_aux=True)
+    kw = dict(CE_OPTIONS, reduction="none", return_aux=True)
 
     def sharded(h, w, b, cw):
         f = lambda h, w, b, cw: jaxkl.fused_linear_cross_entropy(
@@ -67,16 +67,13 @@ def test_sharded_fused_cross_entropy_equals_unsharded(mesh, reduction):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
     for name, g, r in zip(want_aux._fields, got_aux, want_aux):
         np.testing.assert_allclose(g, r, rtol=1e-5, err_msg=name)
-    if reduction == "mean":
-        hlo = step.lower(h, w, b, cw).compile().as_text()
-        assert "all-gather" not in hlo
+    assert "all-gather" not in step.lower(h, w, b, cw).compile().as_text()
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "js"])
-def test_sharded_fused_distillation_equals_unsharded(mesh, divergence):
+def test_sharded_fused_distillation_equals_unsharded(mesh):
     h, w, _, _ = _head(1)
     th, tw, _, _ = _head(2)
-    kw = dict(divergence=divergence, labels=LABELS.clip(0), alpha=0.7, temperature=2.0, softcap=4.0, chunk_size=3)
+    kw = dict(divergence="js", labels=LABELS.clip(0), alpha=0.7, temperature=2.0, softcap=4.0, chunk_size=3)
 
     def sharded(h, w, tw):
         f = lambda h, w, tw: jaxkl.fused_linear_distillation_loss(h, w, th, tw, axis_name="classes", **kw)
