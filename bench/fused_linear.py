@@ -15,6 +15,15 @@ are run round-robin and the minimum over `--repeats` rounds is reported
 Peers: `jaxkl-unfused` (`jaxkl.log_softmax` on materialised logits) and
 `optax` (`optax.losses.softmax_cross_entropy_with_integer_labels` on
 materialised logits), both the mean over tokens, like the fused call.
+
+``--sweep`` measures every (N, D, V) of ``--sweep-sizes`` in float32 and
+bfloat16 against optax and plain ``jnp`` on materialised logits: compiled
+temp memory always (compile only), the head-matrix bytes each method reads
+per step (from the chunk and tile sizes the fused call picks), and time with
+``--time`` for the sizes whose materialised logits fit ``--time-limit-gib``::
+
+    python -m bench.fused_linear --sweep                 # memory and head reads only
+    python -m bench.fused_linear --sweep --time --repeats 3
 """
 
 from __future__ import annotations
@@ -75,13 +84,14 @@ def measure_memory(size, chunks, dtype):
     return rows
 
 
-def measure_time(size, chunks, dtype, repeats):
+def measure_time(size, chunks, dtype, repeats, fns=None):
+    """Fwd + bwd times of `fns` (default: `methods(chunks)`), run round-robin."""
     n, d, v = size
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     h = jax.random.normal(k1, (n, d), dtype)
     w = (jax.random.normal(k2, (d, v), dtype) * d**-0.5).astype(dtype)
     y = jax.random.randint(k3, (n,), 0, v)
-    steps = {name: step(fn) for name, fn in methods(chunks).items()}
+    steps = {name: step(fn) for name, fn in (fns or methods(chunks)).items()}
     values = {}
     for name, f in steps.items():  # compile and warm up
         values[name] = float(jax.block_until_ready(f(h, w, y))[0])
@@ -122,6 +132,78 @@ def markdown(result) -> str:
     return "\n".join(lines) + "\n"
 
 
+SWEEP_SIZES = "2048x512x32768,8192x1024x65536,8192x1024x262144"
+
+
+def sweep_methods():
+    def plain(h, w, y):
+        z = jnp.dot(h, w, preferred_element_type=jnp.float32)
+        picked = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
+        return jnp.mean(jax.nn.logsumexp(z, axis=-1) - picked)
+
+    def with_optax(h, w, y):
+        z = jnp.dot(h, w, preferred_element_type=jnp.float32)
+        return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(z, y))
+
+    return {"jnp": plain, "optax": with_optax, "fused": jaxkl.fused_linear_cross_entropy}
+
+
+def head_bytes_read(name, size, dtype):
+    """Bytes of the head matrix one value-and-grad step reads (matmul operands only)."""
+    from jaxkl._fused import chunk_rows
+    from jaxkl._fused_tiles import tile_classes
+
+    n, d, v = size
+    head = d * v * jnp.dtype(dtype).itemsize
+    if name != "fused":
+        return 2 * head  # logits = h @ W, and d hidden = d logits @ W.T
+    tile = tile_classes(None, v)
+    chunks = -(-n // chunk_rows(None, n, tile or v, d))
+    # Tiled: a forward sweep and a backward sweep; untiled: one sweep that does both.
+    return (2 if tile else 1) * chunks * head
+
+
+def sweep(sizes, time_it, repeats, limit_gib):
+    rows = []
+    for size in sizes:
+        n, d, v = size
+        for dtype in (jnp.float32, jnp.bfloat16):
+            args = (
+                jax.ShapeDtypeStruct((n, d), dtype),
+                jax.ShapeDtypeStruct((d, v), dtype),
+                jax.ShapeDtypeStruct((n,), jnp.int32),
+            )
+            fits = time_it and 3 * n * v * 4 <= limit_gib * 2**30
+            timed = measure_time(size, (), dtype, repeats, sweep_methods()) if fits else {}
+            for name, fn in sweep_methods().items():
+                m = step(fn).lower(*args).compile().memory_analysis()
+                rows.append({
+                    "size": size, "dtype": jnp.dtype(dtype).name, "method": name,
+                    "temp_bytes": int(m.temp_size_in_bytes),
+                    "head_bytes_read": head_bytes_read(name, size, dtype),
+                    "min_s": timed[name]["min_s"] if timed else None,
+                })
+    return rows
+
+
+def sweep_markdown(rows) -> str:
+    lines = [
+        "| N x D x V | dtype | method | temp (MiB) | % of N x V f32 | head read / step (MiB) | time (s) | fastest peer / fused |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        n, d, v = r["size"]
+        peers = [q["min_s"] for q in rows if q["size"] == r["size"] and q["dtype"] == r["dtype"]
+                 and q["method"] != "fused" and q["min_s"]]
+        ratio = f"{min(peers) / r['min_s']:.2f}x" if r["method"] == "fused" and peers and r["min_s"] else ""
+        t = f"{r['min_s']:.2f}" if r["min_s"] else "–"
+        lines.append(
+            f"| {n} x {d} x {v} | {r['dtype']} | {r['method']} | {r['temp_bytes'] / 2**20:,.1f} "
+            f"| {100 * r['temp_bytes'] / (n * v * 4):.2f}% | {r['head_bytes_read'] / 2**20:,.0f} | {t} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory-size", type=_size, default=(8192, 1024, 65536))
@@ -129,7 +211,19 @@ def main(argv=None):
     parser.add_argument("--chunks", default="32,64,128,256,512")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--sweep", action="store_true", help="the (N, D, V) x dtype sweep")
+    parser.add_argument("--sweep-sizes", default=SWEEP_SIZES)
+    parser.add_argument("--time", action="store_true", help="with --sweep: also time the sizes that fit")
+    parser.add_argument("--time-limit-gib", type=float, default=16.0)
     args = parser.parse_args(argv)
+    if args.sweep:
+        rows = sweep([_size(s) for s in args.sweep_sizes.split(",")], args.time, args.repeats, args.time_limit_gib)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "fused_linear_sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+        table = sweep_markdown(rows)
+        (args.out / "fused_linear_sweep.md").write_text(table)
+        print(table)
+        return
     chunks = [int(c) for c in args.chunks.split(",")]
     dtype = jnp.float32
     result = {

@@ -3,6 +3,7 @@
 from . import distributions as distributions
 from . import fit as fit
 from ._contrastive import contrastive_loss as contrastive_loss
+from ._cross_entropy_loss import CrossEntropyAux as CrossEntropyAux
 from ._cross_entropy_loss import cross_entropy_loss as cross_entropy_loss
 from ._divergences import cross_entropy as cross_entropy
 from ._divergences import entropy as entropy
@@ -70,6 +71,7 @@ __all__ = [
     "contrastive_loss",
     "cross_entropy",
     "cross_entropy_from_logits",
+    "CrossEntropyAux",
     "cross_entropy_loss",
     "distillation_loss",
     "distributions",

@@ -51,8 +51,10 @@ from ._rowwise import (
     prepare_logits,
     reciprocal_or_zero,
     row_kernel,
+    logsumexp_of,
     row_sum,
     shifted_exponentials,
+    soft_capped,
     with_tangent,
     zero_where_unused,
 )
@@ -82,7 +84,7 @@ def _weighted_gap(static, xs, shift, weight):
     return row_sum(zero_where_unused(w, shift - xs), axis, axis_name)
 
 
-def _value(static, normalizer, picked, wy, weight, gap, valid):
+def label_value(static, normalizer, picked, wy, weight, gap, valid):
     """The per-example loss from the row's `(shift, log_sum)` and the label's logit."""
     axis, axis_name, a, b, z = static
     shift, log_sum = (jnp.squeeze(v, axis) for v in normalizer)
@@ -107,17 +109,20 @@ def _ce_forward(static, x, picked, idx, wy, weight, valid):
     normalizer = log_normalizer(xs, axis, axis_name)
     gap = _weighted_gap(static, xs, normalizer[0], weight) if b else None
     picked = picked.astype(xs.dtype)
-    return _value(static, normalizer, picked, wy, weight, gap, valid), normalizer
+    return label_value(static, normalizer, picked, wy, weight, gap, valid), normalizer
 
 
-def _ce_tangent_from(static, p, lse, arrays, tangents):
-    """`sum_c dl/dx_c dx_c` given `P` and `lse` (keepdims)."""
-    axis, axis_name, a, b, z = static
-    _, _, idx, wy, weight, valid = arrays
+def label_coefficient(static, p, lse, idx, wy, weight, valid, weight_total):
+    """`dl/dx_c` given `P` and `lse` (keepdims), for the classes in `weight`.
+
+    `weight` and `idx` may cover a block of the classes (a shard, or a tile of
+    the fused head), with `weight_total = sum_c w_c` over all of them.
+    """
+    axis, _, a, b, z = static
     wy_ = jnp.expand_dims(wy, axis)
     factor = a * wy_
     if b:
-        factor = factor + b * row_sum(weight, 0, axis_name)
+        factor = factor + b * weight_total
     if z:
         factor = factor + 2.0 * z * wy_ * lse
     # P_c * factor is 0 where P_c is 0 (a -inf logit), even where the z-loss
@@ -132,7 +137,15 @@ def _ce_tangent_from(static, p, lse, arrays, tangents):
     if valid is not None:
         # Ignored and masked examples get exactly zero gradient, even from NaN logits.
         coef = jnp.where(jnp.expand_dims(valid, axis), coef, 0.0)
-    return with_tangent(coef, tangents[0], axis, axis_name)
+    return coef
+
+
+def _ce_tangent_from(static, p, lse, arrays, tangents):
+    """`sum_c dl/dx_c dx_c` given `P` and `lse` (keepdims)."""
+    _, _, idx, wy, weight, valid = arrays
+    total = row_sum(weight, 0, static.axis_name) if static.spread else None
+    coef = label_coefficient(static, p, lse, idx, wy, weight, valid, total)
+    return with_tangent(coef, tangents[0], static.axis, static.axis_name)
 
 
 def _ce_tangent(static, arrays, normalizer, tangents):
@@ -149,7 +162,7 @@ def _ce_cpu_jvp(static, arrays, tangents):
     xs, shift, e, total = shifted_exponentials(x, None, axis, axis_name)
     normalizer = (shift, jnp.log(total))
     gap = _weighted_gap(static, xs, shift, weight) if b else None
-    value = _value(static, normalizer, picked.astype(xs.dtype), wy, weight, gap, valid)
+    value = label_value(static, normalizer, picked.astype(xs.dtype), wy, weight, gap, valid)
     p = e * reciprocal_or_zero(total)
     return value, _ce_tangent_from(static, p, shift + normalizer[1], arrays, tangents)
 
@@ -225,6 +238,7 @@ def label_cross_entropy(
     z_loss: float = 0.0,
     where: jax.Array | None = None,
     axis_name: Any = None,
+    softcap: float | None = None,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
     """The per-example label cross-entropy: `(values, valid, w_y)`, values in the compute dtype.
 
@@ -232,8 +246,10 @@ def label_cross_entropy(
     hard term and the fused heads (chunk by chunk) share. Arguments are
     validated by the caller; `weight` is None (all ones) or the class weights
     (local to this shard with `axis_name`) in the compute dtype. `valid` is
-    None when every example counts.
+    None when every example counts. `softcap` caps the logits first
+    (`soft_capped`).
     """
+    x = soft_capped(x, softcap)
     local_classes = x.shape[axis]
     # Sharded, the class axis holds K_local of the K = K_local * shards classes.
     shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
@@ -250,6 +266,67 @@ def label_cross_entropy(
     return _cross_entropy(static, x, picked, idx, wy, weight, valid), valid, wy
 
 
+class CrossEntropyAux(NamedTuple):
+    """Per-token statistics that come with a cross-entropy at no extra pass over the logits.
+
+    Attributes:
+      logsumexp: float32 log-normaliser of each example's (capped) logits, labels' shape.
+      predicted: int32 arg-max class of each example, labels' shape.
+      correct: bool, `predicted == label`, False where ignored or masked.
+      z_loss: the z-loss term `z_loss * w_y * logsumexp**2`, reduced like the
+        loss (per example for `reduction="none"`; 0 when `z_loss=0`).
+
+    Returned by [jaxkl.cross_entropy_loss][] and
+    [jaxkl.fused_linear_cross_entropy][] with `return_aux=True`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> logits = jnp.log(jnp.array([[1.0, 3.0], [2.0, 2.0]]))  # sums 4 and 4: lse = log 4
+      >>> loss, aux = jaxkl.cross_entropy_loss(logits, jnp.array([1, 1]), z_loss=0.5, return_aux=True)
+      >>> print(aux.logsumexp.round(4), aux.predicted, aux.correct, (aux.z_loss / jnp.log(4.0) ** 2).round(4))
+      [1.3863 1.3863] [1 0] [ True False] 0.5
+    """
+
+    logsumexp: jax.Array
+    predicted: jax.Array
+    correct: jax.Array
+    z_loss: jax.Array
+
+
+def _global_argmax(x: jax.Array, axis: int, axis_name: Any) -> jax.Array:
+    """int32 arg-max over `axis`; sharded, the first global index of the global max."""
+    local = jnp.argmax(x, axis=axis).astype(jnp.int32)
+    if axis_name is None:
+        return local
+    local_max = jnp.max(x, axis=axis)
+    best = jax.lax.pmax(local_max, axis_name)
+    offset = jax.lax.axis_index(axis_name).astype(jnp.int32) * x.shape[axis]
+    candidate = jnp.where(local_max == best, local + offset, jnp.iinfo(jnp.int32).max)
+    return jax.lax.pmin(candidate, axis_name)
+
+
+def label_aux_rows(x, labels, valid, wy, *, axis, z_loss=0.0, axis_name=None, softcap=None):
+    """Per-example `(logsumexp, predicted, correct, z_loss term)`, no gradient.
+
+    Called on the same logits as `label_cross_entropy` (in the fused head,
+    the same chunk inside the same row function): the reductions read the
+    logits already in hand, never a second materialisation.
+    """
+    x = jax.lax.stop_gradient(prepare_logits(soft_capped(x, softcap), None))
+    lse = jnp.squeeze(logsumexp_of(log_normalizer(x, axis, axis_name)), axis)
+    return aux_rows_from(lse, _global_argmax(x, axis, axis_name), labels, valid, wy, z_loss)
+
+
+def aux_rows_from(lse, predicted, labels, valid, wy, z_loss):
+    """`label_aux_rows` from each example's log-normaliser and arg-max."""
+    correct = predicted == labels
+    z_rows = z_loss * zero_where_unused(jax.lax.stop_gradient(wy).astype(lse.dtype), jnp.square(lse))
+    if valid is not None:
+        correct = correct & valid
+        z_rows = jnp.where(valid, z_rows, 0.0)
+    return lse, predicted, correct, z_rows
+
+
 def per_example(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -262,8 +339,13 @@ def per_example(
     where: ArrayLike | None = None,
     check: bool = False,
     axis_name: Any = None,
-) -> tuple[jax.Array, jax.Array | None, jax.Array, Any]:
-    """Validated arguments through `label_cross_entropy`: `(values, valid, w_y, dtype)`."""
+    softcap: float | None = None,
+    return_aux: bool = False,
+) -> tuple[jax.Array, jax.Array | None, jax.Array, Any, Any]:
+    """Validated arguments through `label_cross_entropy`: `(values, valid, w_y, dtype, aux_rows)`.
+
+    `aux_rows` is `label_aux_rows` of the same logits with `return_aux`, else None.
+    """
     x = _validate.float_array(logits, "logits")
     axis = _validate.normalize_axis(axis, x.ndim)
     axis_name = _validate.axis_name(axis_name)
@@ -273,6 +355,7 @@ def per_example(
     eps = _validate.unit_interval(label_smoothing, "label_smoothing")
     z = _validate.nonnegative(z_loss, "z_loss")
     ignore_index = _validate.optional_int(ignore_index, "ignore_index")
+    softcap = _validate.softcap(softcap)
     where = _validate.mask(where, labels.shape)
     if weight is not None:
         weight = class_weights(weight, local_classes, f"axis={axis} of logits.shape={x.shape}", axis_name)
@@ -290,8 +373,14 @@ def per_example(
         z_loss=z,
         where=where,
         axis_name=axis_name,
+        softcap=softcap,
     )
-    return values, valid, wy, x.dtype
+    aux_rows = None
+    if return_aux:
+        aux_rows = label_aux_rows(
+            x, labels, valid, wy, axis=axis, z_loss=z, axis_name=axis_name, softcap=softcap
+        )
+    return values, valid, wy, x.dtype, aux_rows
 
 
 def class_weights(weight: Any, num_classes: int, along: str, axis_name: Any = None) -> jax.Array:
@@ -314,6 +403,13 @@ def reduce_label_loss(values, valid, wy, reduction: str, weighted: bool) -> jax.
     return weighted_sum(values, weights)
 
 
+def label_aux(aux_rows, valid, wy, reduction: str, weighted: bool) -> CrossEntropyAux:
+    """`CrossEntropyAux` from `label_aux_rows`, its z-loss term reduced like the loss."""
+    lse, predicted, correct, z_rows = aux_rows
+    z_term = reduce_label_loss(z_rows, valid, jax.lax.stop_gradient(wy), reduction, weighted)
+    return CrossEntropyAux(lse, predicted, correct, z_term)
+
+
 @class_axes("logits", masks=(), classes=("weight",))
 def cross_entropy_loss(
     logits: ArrayLike,
@@ -328,7 +424,9 @@ def cross_entropy_loss(
     where: ArrayLike | None = None,
     check: bool = False,
     axis_name: Any = None,
-) -> jax.Array:
+    softcap: float | None = None,
+    return_aux: bool = False,
+) -> jax.Array | tuple[jax.Array, CrossEntropyAux]:
     r"""Cross-entropy of logits against integer class labels, as `torch.nn.functional.cross_entropy`.
 
     Follows PyTorch's `(input, target)` order. With `P = softmax(logits)`,
@@ -392,9 +490,16 @@ def cross_entropy_loss(
       check: add checkify checks that labels are in range.
       axis_name: mesh axis name (or tuple of names) over which `axis` is
         sharded inside `shard_map`, or None.
+      softcap: None, or `c > 0`: the logits become $c \tanh(x / c)$
+        (Gemma 2's logit soft-capping) before everything else, with the
+        exact gradient.
+      return_aux: also return a [jaxkl.CrossEntropyAux][] (per-example
+        log-normaliser, arg-max, whether it is correct, and the z-loss term
+        reduced like the loss), computed from the same logits, without gradient.
 
     Returns:
-      A scalar, or `labels.shape` for `"none"`; dtype of `logits`.
+      A scalar, or `labels.shape` for `"none"`; dtype of `logits`. With
+      `return_aux`, the pair `(loss, aux)`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxkl
@@ -404,14 +509,18 @@ def cross_entropy_loss(
       >>> w = jnp.array([1.0, 2.0, 3.0])
       >>> print(jaxkl.cross_entropy_loss(logits, jnp.array([0, 2]), weight=w).round(6))
       0.907606
+      >>> loss, aux = jaxkl.cross_entropy_loss(logits, jnp.array([2, 0]), softcap=30.0, return_aux=True)
+      >>> print(aux.predicted, aux.correct)  # the 1e4 row saturates at the cap: a tie, arg-max 0
+      [2 0] [ True  True]
 
     References:
       PyTorch documentation, `torch.nn.CrossEntropyLoss`; Szegedy et al.,
       "Rethinking the Inception Architecture" (2016) for label smoothing;
-      Chowdhery et al., "PaLM" (2022) for the z-loss.
+      Chowdhery et al., "PaLM" (2022) for the z-loss; Gemma Team, "Gemma 2"
+      (2024) for logit soft-capping.
     """
     reduction = _validate.reduction(reduction)
-    values, valid, wy, dtype = per_example(
+    values, valid, wy, dtype, aux_rows = per_example(
         logits,
         labels,
         axis=axis,
@@ -422,6 +531,9 @@ def cross_entropy_loss(
         where=where,
         check=check,
         axis_name=axis_name,
+        softcap=softcap,
+        return_aux=return_aux,
     )
-    return reduce_label_loss(values, valid, wy, reduction, weight is not None).astype(dtype)
+    loss = reduce_label_loss(values, valid, wy, reduction, weight is not None).astype(dtype)
+    return loss if aux_rows is None else (loss, label_aux(aux_rows, valid, wy, reduction, weight is not None))
 

@@ -20,7 +20,7 @@ from ._cross_entropy_loss import label_cross_entropy
 from ._logits import js_divergence_from_logits, kl_divergence_from_logits, log_mixture, temperature_scale
 from ._logits_f import total_variation_from_logits
 from ._reductions import reduce
-from ._rowwise import clip_value, compute_dtype, log_normalizer, prepare_logits, row_sum, zero_where_unused
+from ._rowwise import clip_value, compute_dtype, log_normalizer, prepare_logits, row_sum, soft_capped, zero_where_unused
 from ._softmax import log_softmax
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js", "tvd", "skew_kl", "skew_reverse_kl")
@@ -34,9 +34,13 @@ class DistillationOptions(NamedTuple):
     alpha: float = 0.5
     scale_by_temperature_squared: bool = True
     skew: float = 0.1
+    softcap: float | None = None  # caps both logits before the temperature
+    axis_name: Any = None  # the class axis is sharded over this mesh axis (fused heads)
 
 
-def distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew=0.1) -> DistillationOptions:
+def distillation_options(
+    divergence, beta, alpha, scale_by_temperature_squared, skew=0.1, softcap=None, axis_name=None
+) -> DistillationOptions:
     """Validate the options shared by the unfused and fused distillation losses."""
     return DistillationOptions(
         _validate.choice(divergence, DIVERGENCES, "divergence"),
@@ -44,10 +48,12 @@ def distillation_options(divergence, beta, alpha, scale_by_temperature_squared, 
         _validate.unit_interval(alpha, "alpha"),
         bool(scale_by_temperature_squared),
         _validate.unit_interval(skew, "skew"),
+        _validate.softcap(softcap),
+        _validate.axis_name(axis_name),
     )
 
 
-def skewed_kl(x, y, weight_of_x: float, temperature, axis: int) -> jax.Array:
+def skewed_kl(x, y, weight_of_x: float, temperature, axis: int, axis_name: Any = None) -> jax.Array:
     """`KL(X || w X + (1 - w) Y)` per example, `X = softmax(x / T)`, `Y = softmax(y / T)`.
 
     The skew divergences of DistiLLM. The log-mixture is formed from jaxkl's
@@ -57,28 +63,29 @@ def skewed_kl(x, y, weight_of_x: float, temperature, axis: int) -> jax.Array:
     if weight_of_x == 1.0:
         return jnp.zeros(x.shape[:axis] + x.shape[axis + 1 :], compute_dtype(x.dtype))
     if weight_of_x == 0.0:
-        return kl_divergence_from_logits(x, y, axis=axis, temperature=temperature)
+        return kl_divergence_from_logits(x, y, axis=axis, temperature=temperature, axis_name=axis_name)
     scale, (x, y) = temperature_scale(temperature, x, y)
-    logx = log_softmax(prepare_logits(x, None, scale), axis)
-    logy = log_softmax(prepare_logits(y, None, scale), axis)
+    logx = log_softmax(prepare_logits(x, None, scale), axis, axis_name=axis_name)
+    logy = log_softmax(prepare_logits(y, None, scale), axis, axis_name=axis_name)
     logm = log_mixture(logx, logy, weight_of_x)
-    return clip_value(row_sum(zero_where_unused(jnp.exp(logx), logx - logm), axis), 0.0, None)
+    return clip_value(row_sum(zero_where_unused(jnp.exp(logx), logx - logm), axis, axis_name), 0.0, None)
 
 
 def divergence_rows(student, teacher, temperature, options: DistillationOptions, axis: int) -> jax.Array:
     """The chosen divergence between `softmax(teacher / T)` and `softmax(student / T)`, per example."""
+    kw = dict(axis=axis, temperature=temperature, axis_name=options.axis_name)
     if options.divergence == "forward_kl":
-        return kl_divergence_from_logits(teacher, student, axis=axis, temperature=temperature)
+        return kl_divergence_from_logits(teacher, student, **kw)
     if options.divergence == "reverse_kl":
-        return kl_divergence_from_logits(student, teacher, axis=axis, temperature=temperature)
+        return kl_divergence_from_logits(student, teacher, **kw)
     if options.divergence == "js":
-        return js_divergence_from_logits(teacher, student, axis=axis, beta=options.beta, temperature=temperature)
+        return js_divergence_from_logits(teacher, student, beta=options.beta, **kw)
     if options.divergence == "tvd":
-        return total_variation_from_logits(teacher, student, axis=axis, temperature=temperature)
+        return total_variation_from_logits(teacher, student, **kw)
     # Both skews compare with the mixture M = skew * teacher + (1 - skew) * student.
     if options.divergence == "skew_kl":
-        return skewed_kl(teacher, student, options.skew, temperature, axis)
-    return skewed_kl(student, teacher, 1.0 - options.skew, temperature, axis)
+        return skewed_kl(teacher, student, options.skew, temperature, axis, options.axis_name)
+    return skewed_kl(student, teacher, 1.0 - options.skew, temperature, axis, options.axis_name)
 
 
 def scaled_by_temperature(soft: jax.Array, temperature, options: DistillationOptions) -> jax.Array:
@@ -110,15 +117,18 @@ def distillation_rows(student, teacher, labels, temperature, options: Distillati
 
     `distillation_loss` applies it to whole arrays, the fused head chunk by
     chunk. `teacher` must already be constant (`stop_gradient`);
-    `temperature` is a Python number or a traced scalar.
+    `temperature` is a Python number or a traced scalar. With
+    `options.softcap` both logits are soft-capped first (`soft_capped`), the
+    hard term sees the capped student.
     """
+    student, teacher = soft_capped(student, options.softcap), soft_capped(teacher, options.softcap)
     acc = compute_dtype(student.dtype)
     soft_weight = 1.0 if labels is None else options.alpha
     values = jnp.zeros(student.shape[:axis] + student.shape[axis + 1 :], acc)
     if soft_weight:
         values = values + soft_weight * soft_term(student, teacher, temperature, options, axis)
     if labels is not None and options.alpha < 1.0:
-        hard, _, _ = label_cross_entropy(student, labels, axis=axis)
+        hard, _, _ = label_cross_entropy(student, labels, axis=axis, axis_name=options.axis_name)
         values = values + (1.0 - options.alpha) * hard
     return values
 
@@ -145,6 +155,7 @@ def distillation_loss(
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
     axis: int | tuple[int, ...] = -1,
+    softcap: float | None = None,
 ) -> jax.Array:
     r"""Knowledge-distillation loss between temperature-softened student and teacher.
 
@@ -198,6 +209,9 @@ def distillation_loss(
       where: optional boolean mask over examples (shape of the logits without
         `axis`); masked examples give 0 and no gradient (unless their logits are NaN).
       axis: the class axis, or a tuple of axes whose product is the classes.
+      softcap: None, or `c > 0`: both logits become $c \tanh(z / c)$
+        (Gemma 2's logit soft-capping) before the temperature and before
+        the hard term, with the exact gradient.
 
     Returns:
       A scalar, or one value per example for `"none"`; dtype of the logits.
@@ -221,7 +235,7 @@ def distillation_loss(
     s, t, axis, where, dtype = _model_and_target(
         student_logits, teacher_logits, "student_logits", "teacher_logits", axis, where
     )
-    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew)
+    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew, softcap)
     reduction = _validate.reduction(reduction)
     _validate.positive(temperature, "temperature")
     if labels is not None:

@@ -28,7 +28,18 @@ from jax.typing import ArrayLike
 
 from . import _checks, _validate
 from ._chunks import chunked, unchunked
-from ._cross_entropy_loss import class_weights, counted_examples, label_cross_entropy, label_weights
+from ._fused_tiles import Tiles, tile_classes, tiled_cross_entropy_rows
+from ._cross_entropy_loss import (
+    CrossEntropyAux,
+    LabelOptions,
+    aux_rows_from,
+    class_weights,
+    counted_examples,
+    label_aux,
+    label_aux_rows,
+    label_cross_entropy,
+    label_weights,
+)
 from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import compute_dtype
 
@@ -42,12 +53,19 @@ class Head(NamedTuple):
     """The static part of a fused head loss (hashable).
 
     `row_fn(params, logits_chunk, row_extras_chunk, shared)` maps one chunk
-    of float32 logits `[C, V]` to its per-row values `[C]`.
+    of float32 logits `[C, V]` to its per-row values `[C]`. With `has_aux`
+    it returns `(values [C], aux)`, `aux` a pytree of per-row arrays `[C, ...]`
+    computed from the same chunk (no gradient); `head_rows` and `head_total`
+    then return `(result, aux [N, ...])`.
     """
 
-    row_fn: Callable[..., jax.Array]
+    row_fn: Callable[..., Any]
     params: Any
     chunk_size: int
+    has_aux: bool = False
+    # Inside shard_map with the head's classes split over this mesh axis:
+    # `d hidden` is the psum of every device's part (the only [N, D] collective).
+    axis_name: Any = None
 
 
 def default_chunk_size(num_rows: int, num_classes: int, hidden_size: int = 0) -> int:
@@ -113,7 +131,13 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     xs = chunked((hidden, row_extras), num_chunks, size)
 
     def rows_of(h_c, ex_c):
-        return lambda z: row_fn(params, z, ex_c, shared)
+        # Always `(values, aux)`; aux is () without `has_aux`.
+        if static.has_aux:
+            return lambda z: row_fn(params, z, ex_c, shared)
+        return lambda z: (row_fn(params, z, ex_c, shared), ())
+
+    def merged(tree):
+        return jax.tree_util.tree_map(lambda x: unchunked(x, n), tree)
 
     if cotangent is None:
 
@@ -121,29 +145,43 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
             h_c, ex_c = x
             return None, rows_of(h_c, ex_c)(head_logits(h_c, weight, bias))
 
-        _, values = jax.lax.scan(value_step, None, xs)
-        return unchunked(values, n)
+        _, (values, aux) = jax.lax.scan(value_step, None, xs)
+        return merged(values), merged(aux)
 
     acc = compute_dtype(weight.dtype)
 
     def grad_step(carry, x):
         d_weight, d_bias = carry
         (h_c, ex_c), ct_c = x
-        values, pullback = jax.vjp(rows_of(h_c, ex_c), head_logits(h_c, weight, bias))
+        values, pullback, aux = jax.vjp(rows_of(h_c, ex_c), head_logits(h_c, weight, bias), has_aux=True)
         (g,) = pullback(ct_c.astype(acc))
         g_in = g.astype(weight.dtype)
         d_h = jnp.dot(g_in, weight.T, preferred_element_type=acc).astype(hidden.dtype)
         d_weight = _accumulate_outer(d_weight, h_c, g_in)
         if d_bias is not None:
             d_bias = d_bias + jnp.sum(g, axis=0)
-        return (d_weight, d_bias), (values, d_h)
+        return (d_weight, d_bias), (values, aux, d_h)
 
-    init = (jnp.zeros(weight.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
+    # zeros_like: sharded, the accumulators vary over the mesh axis like the head itself.
+    init = (jnp.zeros_like(weight, acc), None if bias is None else jnp.zeros_like(bias, acc))
     cts = chunked(cotangent, num_chunks, size)
-    (d_weight, d_bias), (values, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
+    (d_weight, d_bias), (values, aux, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
-    grads = (unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias)
-    return unchunked(values, n), grads
+    d_hidden = unchunked(d_hidden, n)
+    if static.axis_name is not None:
+        d_hidden = jax.lax.psum(d_hidden, static.axis_name)
+    grads = (d_hidden, d_weight.astype(weight.dtype), d_bias)
+    return (merged(values), merged(aux)), grads
+
+
+def _with_aux(static, result, aux):
+    """What the custom VJPs return: `result`, or `(result, aux)` with `has_aux`."""
+    return (result, aux) if static.has_aux else result
+
+
+def _primal_cotangent(static, cotangent):
+    """The cotangent of the loss values alone (the aux outputs carry no gradient)."""
+    return cotangent[0] if static.has_aux else cotangent
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -151,19 +189,21 @@ def head_rows(static, hidden, weight, bias, row_extras, shared):
     """Per-row values `row_fn(params, hidden @ weight + bias, ...)` computed chunk by chunk.
 
     `static` is a `Head`. Gradients flow to
-    `hidden`, `weight` and `bias` only.
+    `hidden`, `weight` and `bias` only. With `static.has_aux`, returns
+    `(values, aux)`.
     """
-    return _sweep(static, hidden, weight, bias, row_extras, shared, None)
+    return _with_aux(static, *_sweep(static, hidden, weight, bias, row_extras, shared, None))
 
 
 def _head_rows_fwd(static, hidden, weight, bias, row_extras, shared):
-    values = _sweep(static, hidden, weight, bias, row_extras, shared, None)
+    out = _with_aux(static, *_sweep(static, hidden, weight, bias, row_extras, shared, None))
     # Residuals are the inputs themselves: nothing N x V, nothing new.
-    return values, (hidden, weight, bias, row_extras, shared)
+    return out, (hidden, weight, bias, row_extras, shared)
 
 
 def _head_rows_bwd(static, residuals, cotangent):
     hidden, weight, bias, row_extras, shared = residuals
+    cotangent = _primal_cotangent(static, cotangent)
     _, grads = _sweep(static, hidden, weight, bias, row_extras, shared, cotangent)
     return grads + _no_grad(row_extras, shared)
 
@@ -183,18 +223,20 @@ def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
     computed during the forward sweep itself (Liger-Kernel's trick) and merely
     scaled in the backward pass: the forward + backward pass costs three
     matmuls, as for materialised logits, instead of four. `row_weights`
-    (mask and normalisation) receive no gradient.
+    (mask and normalisation) receive no gradient. With `static.has_aux`,
+    returns `(total, aux)`.
     """
-    values = _sweep(static, hidden, weight, bias, row_extras, shared, None)
-    return weighted_sum(values, row_weights)
+    values, aux = _sweep(static, hidden, weight, bias, row_extras, shared, None)
+    return _with_aux(static, weighted_sum(values, row_weights), aux)
 
 
 def _head_total_fwd(static, hidden, weight, bias, row_extras, shared, row_weights):
-    values, grads = _sweep(static, hidden, weight, bias, row_extras, shared, row_weights)
-    return weighted_sum(values, row_weights), grads
+    (values, aux), grads = _sweep(static, hidden, weight, bias, row_extras, shared, row_weights)
+    return _with_aux(static, weighted_sum(values, row_weights), aux), grads
 
 
 def _head_total_bwd(static, grads, cotangent):
+    cotangent = _primal_cotangent(static, cotangent)
     # Under value_and_grad the cotangent is the literal 1.0 and XLA drops the
     # multiply, so the weight gradient is written once, straight into the output.
     scaled = jax.tree_util.tree_map(lambda g: (cotangent.astype(g.dtype) * g), grads)
@@ -209,31 +251,87 @@ def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, where
 
     Scalar reductions take the three-matmul `head_total` path; `"none"`
     returns per-row values through `head_rows` (four matmuls, since the
-    per-row cotangent is only known in the backward pass).
+    per-row cotangent is only known in the backward pass). With
+    `static.has_aux`, returns `(loss, aux)` (aux per row, unreduced).
     """
     if reduction == "none":
-        values = head_rows(static, hidden, weight, bias, row_extras, shared)
-        return reduce(values, "none", where=where)
+        out = head_rows(static, hidden, weight, bias, row_extras, shared)
+        values, aux = out if static.has_aux else (out, None)
+        return _with_aux(static, reduce(values, "none", where=where), aux)
     dtype = compute_dtype(hidden.dtype)
     row_weights = example_weights(reduction, (hidden.shape[0],), where, counts, dtype)
     return head_total(static, hidden, weight, bias, row_extras, shared, row_weights)
 
 
+class CrossEntropyOptions(NamedTuple):
+    """The static options of the fused cross-entropy's rows."""
+
+    ignore_index: int | None
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None = None
+    return_aux: bool = False
+    axis_name: Any = None
+
+
 def _cross_entropy_rows(options, logits, row_extras, class_weight):
-    """`label_cross_entropy` of one chunk of float32 logits [C, V]: the unfused loss's own rows."""
-    ignore_index, label_smoothing, z_loss = options
+    """`label_cross_entropy` of one chunk of float32 logits [C, V]: the unfused loss's own rows.
+
+    With `return_aux`, also `label_aux_rows` of the same chunk (no second
+    matmul, no second pass over the head).
+    """
     labels, where = row_extras
-    values, _, _ = label_cross_entropy(
+    values, valid, wy = label_cross_entropy(
         logits,
         labels,
         axis=1,
         weight=class_weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
+        ignore_index=options.ignore_index,
+        label_smoothing=options.label_smoothing,
+        z_loss=options.z_loss,
         where=where,
+        softcap=options.softcap,
+        axis_name=options.axis_name,
     )
-    return values
+    if not options.return_aux:
+        return values
+    aux = label_aux_rows(
+        logits, labels, valid, wy, axis=1, z_loss=options.z_loss, softcap=options.softcap, axis_name=options.axis_name
+    )
+    return values, aux
+
+
+def _tiled_loss(options, chunk_size, tile, hidden, weight, bias, labels, class_weight, reduction, counted, counts):
+    """The class-tiled path of `fused_linear_cross_entropy`: `(loss, aux rows or None)`."""
+    n, v = hidden.shape[0], weight.shape[1]
+    acc = compute_dtype(hidden.dtype)
+    eps = options.label_smoothing
+    label_options = LabelOptions(1, None, 1.0 - eps, eps / v if v else 0.0, options.z_loss)
+    static = Tiles(label_options, options.softcap, chunk_size, tile)
+    idx, wy = label_weights(labels, class_weight, v)
+    class_weight = jnp.ones((v,), acc) if class_weight is None else class_weight
+    extras = (idx, wy.astype(acc), counted, class_weight)
+    values, lse, predicted = tiled_cross_entropy_rows(static, hidden, weight, bias, extras)
+    if reduction == "none":
+        loss = reduce(values, "none", where=counted)
+    else:
+        loss = weighted_sum(values, example_weights(reduction, (n,), counted, counts, acc))
+    if not options.return_aux:
+        return loss, None
+    return loss, aux_rows_from(lse, predicted, labels, counted, wy, options.z_loss)
+
+
+def next_token_labels(labels: jax.Array, where: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Labels shifted by one along their last axis and the mask that drops the last position.
+
+    Position t is scored against label t + 1; the last position has no next
+    label and counts as masked. Only the labels move: `hidden` is not sliced or copied.
+    """
+    fill = jnp.zeros(labels.shape[:-1] + (min(1, labels.shape[-1]),), labels.dtype)
+    shifted = jnp.concatenate([labels[..., 1:], fill], axis=-1)
+    t = labels.shape[-1]
+    has_next = jax.lax.broadcasted_iota(jnp.int32, labels.shape, labels.ndim - 1) < t - 1
+    return shifted, has_next if where is None else has_next & where
 
 
 def fused_linear_cross_entropy(
@@ -250,7 +348,12 @@ def fused_linear_cross_entropy(
     where: ArrayLike | None = None,
     check: bool = False,
     chunk_size: int | None = None,
-) -> jax.Array:
+    softcap: float | None = None,
+    return_aux: bool = False,
+    shift: bool = False,
+    vocab_chunk_size: int | None = None,
+    axis_name: Any = None,
+) -> jax.Array | tuple[jax.Array, CrossEntropyAux]:
     r"""Cross-entropy of a linear head, `cross_entropy_loss(hidden @ head_weight + head_bias, labels)`, fused.
 
     $$
@@ -276,10 +379,16 @@ def fused_linear_cross_entropy(
     outside `[0, V)` (other than `ignore_index`) give NaN for that example
     — never a wrapped index — and no gradient.
 
+    `hidden` may have any leading shape (`[B, T, D]`: tokens are flattened
+    by a reshape, not a copy). With `shift=True` (next-token prediction),
+    position `t` is scored against label `t + 1` along the last axis of
+    `labels` (the second-to-last of `hidden`); the last position has no
+    next label and counts as masked. Only the labels move.
+
     Args:
-      hidden: `[N, D]` floating point (e.g. the final hidden states, tokens flattened).
+      hidden: `[..., D]` floating point (e.g. the final hidden states).
       head_weight: `[D, V]` head matrix (note: `D` first, as in `hidden @ head_weight`).
-      labels: `[N]` integer class indices.
+      labels: integer class indices, shape `hidden.shape[:-1]`.
       head_bias: optional `[V]` head bias.
       weight: optional `[V]` class weights (constants: no gradient), as in
         [jaxkl.cross_entropy_loss][].
@@ -288,14 +397,36 @@ def fused_linear_cross_entropy(
       z_loss: coefficient of `lse(z)^2` added per example (PaLM's z-loss), `>= 0`.
       reduction: `"none"`, `"sum"`, `"mean"` (PyTorch's weighted mean over
         counted examples) or `"batchmean"` (sum / N).
-      where: optional boolean `[N]` mask of examples to include.
+      where: optional boolean mask of examples to include, broadcastable to `labels`.
       check: add a `checkify` check that the labels are in range.
       chunk_size: rows per chunk; `None` picks about `2**22 / V` rows
         (16 MiB of float32 logits per chunk).
+      softcap: None, or `c > 0`: the logits become $c \tanh(z / c)$
+        (Gemma 2's logit soft-capping) before everything else, with the
+        exact gradient, as in [jaxkl.cross_entropy_loss][].
+      return_aux: also return a [jaxkl.CrossEntropyAux][] (per-token
+        log-normaliser, arg-max, correctness and the reduced z-loss term),
+        computed inside the same chunk sweep: no second pass over the head.
+      shift: score position `t` against label `t + 1` (see above).
+      vocab_chunk_size: classes per tile. With a tile size, each chunk of
+        tokens walks over the classes a tile at a time, keeping an online
+        log-sum-exp per token, and the backward pass recomputes each tile
+        once: a chunk can hold many tokens whatever `V`, so the head matrix
+        is read `O(N / chunk_size)` times per pass (four matmuls per step
+        instead of three). `None` tiles by 16,384 classes from `V = 65,536`
+        up and not below; `chunk_size=None` then picks about `2**22 / tile` tokens.
+      axis_name: inside `shard_map`, the mesh axis over which the classes
+        are split: `head_weight[:, V_local]`, `head_bias[V_local]` and class
+        `weight[V_local]` are this device's slice, `labels` are global class
+        ids, as in [jaxkl.cross_entropy_loss][]. Row statistics cross devices
+        as O(N) scalars (max, sums, label logit) and `d hidden` is one `psum`
+        of `[N, D]`; neither the head nor the logits are gathered. (No class
+        tiles within a device's slice.) None: unsharded.
 
     Returns:
-      A scalar, or `[N]` for `reduction="none"` (0 for excluded examples),
-      in the dtype of `hidden`/`head_weight`.
+      A scalar, or `labels.shape` for `reduction="none"` (0 for excluded
+      examples), in the dtype of `hidden`/`head_weight`. With `return_aux`,
+      the pair `(loss, aux)`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxkl
@@ -306,30 +437,72 @@ def fused_linear_cross_entropy(
       >>> g = jax.grad(jaxkl.fused_linear_cross_entropy, argnums=1)(h, w, jnp.array([1, 2, 3, 4]))
       >>> print(g.shape)
       (3, 5)
+      >>> # Next-token loss on [B, T, D] hidden states, with a cap and the aux outputs:
+      >>> # each row scores log(4 + e^z) - z with z = 30 tanh(1/30) at position 0 only.
+      >>> loss, aux = jaxkl.fused_linear_cross_entropy(
+      ...     h.reshape(2, 2, 3), w, jnp.array([[0, 1], [0, 1]]), shift=True, softcap=30.0, return_aux=True)
+      >>> print(loss.round(4), aux.predicted, aux.correct)
+      0.9051 [[1 1]
+       [1 1]] [[ True False]
+       [ True False]]
 
     References:
       Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM Training" (2024).
       Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models" (2024).
       Chowdhery et al., "PaLM" (2022), for the z-loss.
     """
-    hidden, head_weight, head_bias = _validate.linear_head(hidden, head_weight, head_bias)
+    hidden = _validate.float_array(hidden, "hidden")
+    if hidden.ndim < 1 + bool(shift):
+        raise ValueError(f"hidden must be [..., D]{' with a position axis for shift=True' if shift else ''}, "
+                         f"got hidden.shape={hidden.shape}")
+    token_shape = hidden.shape[:-1]
+    labels = _validate.labels(labels, token_shape, "hidden.shape[:-1]")
+    where = _validate.mask(where, token_shape)
+    if shift:
+        labels, where = next_token_labels(labels, where)
+    # Tokens flattened: a reshape of the leading axes, not a copy.
+    hidden, head_weight, head_bias = _validate.linear_head(hidden.reshape(-1, hidden.shape[-1]), head_weight, head_bias)
     n, v = hidden.shape[0], head_weight.shape[1]
-    labels = _validate.labels(labels, (n,), "hidden.shape[:1]")
+    labels = labels.reshape(n)
+    where = None if where is None else jnp.broadcast_to(where, token_shape).reshape(n)
     reduction = _validate.reduction(reduction)
-    where = _validate.mask(where, (n,))
     ignore_index = _validate.optional_int(ignore_index, "ignore_index")
-    options = (
+    z_loss = _validate.nonnegative(z_loss, "z_loss")
+    options = CrossEntropyOptions(
         ignore_index,
         _validate.unit_interval(label_smoothing, "label_smoothing"),
-        _validate.nonnegative(z_loss, "z_loss"),
+        z_loss,
+        _validate.softcap(softcap),
+        bool(return_aux),
+        _validate.axis_name(axis_name),
     )
+    axis_name = options.axis_name
     acc = compute_dtype(hidden.dtype)
     if weight is not None:
-        weight = class_weights(weight, v, f"head_weight.shape[1] = {v}").astype(acc)
+        weight = class_weights(weight, v, f"head_weight.shape[1] = {v}", axis_name).astype(acc)
     if check:
-        _checks.labels(labels, v, ignore_index)
-    static = Head(_cross_entropy_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]))
+        _checks.labels(labels, v * (1 if axis_name is None else jax.lax.axis_size(axis_name)), ignore_index)
     counted = counted_examples(labels, ignore_index, where)
-    counts = None if weight is None else label_weights(labels, weight, v)[1]
-    loss = head_loss(static, hidden, head_weight, head_bias, (labels, where), weight, reduction, counted, counts)
-    return loss.astype(hidden.dtype)
+    counts = None if weight is None else label_weights(labels, weight, v, axis_name)[1]
+    # Sharded, the head is split over classes: tiles would re-split this device's block.
+    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v)
+    if tile is None:
+        rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
+        static = Head(_cross_entropy_rows, options, rows, options.return_aux, axis_name)
+        out = head_loss(static, hidden, head_weight, head_bias, (labels, where), weight, reduction, counted, counts)
+        loss, aux_rows = out if return_aux else (out, None)
+    else:
+        loss, aux_rows = _tiled_loss(
+            options, chunk_rows(chunk_size, n, tile, hidden.shape[1]), tile,
+            hidden, head_weight, head_bias, labels, weight, reduction, counted, counts,
+        )
+    loss = loss.astype(hidden.dtype)
+    if reduction == "none":
+        loss = loss.reshape(token_shape)
+    if aux_rows is None:
+        return loss
+    # The z-loss term is reduced like the loss, by the unfused loss's own reduction.
+    lse, predicted, correct, z_rows = aux_rows
+    wy = jnp.ones((n,), acc) if counts is None else counts
+    aux = label_aux((lse, predicted, correct, z_rows), counted, wy, reduction, weight is not None)
+    return loss, jax.tree_util.tree_map(lambda a: a.reshape(token_shape) if a.ndim else a, aux)

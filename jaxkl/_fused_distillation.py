@@ -40,6 +40,8 @@ def fused_linear_distillation_loss(
     reduction: str = "batchmean",
     where: ArrayLike | None = None,
     chunk_size: int | None = None,
+    softcap: float | None = None,
+    axis_name: Any = None,
 ) -> jax.Array:
     r"""Knowledge distillation between two linear heads, never forming either N x V logits array.
 
@@ -82,6 +84,13 @@ def fused_linear_distillation_loss(
         the sum divided by `N`), as in [jaxkl.reduce][].
       where: optional boolean `[N]` mask of examples to include.
       chunk_size: rows per chunk (`None`: about `2**22 / V`).
+      softcap: None, or `c > 0`: both heads' logits become $c \tanh(z / c)$
+        (Gemma 2) before everything else, as in [jaxkl.distillation_loss][].
+      axis_name: inside `shard_map`, the mesh axis over which both heads'
+        classes are split (`student_head_weight[:, V_local]` and
+        `teacher_head_weight[:, V_local]`, the same slice on each device);
+        `labels` are global. Row statistics cross devices as O(N) scalars and
+        `d student_hidden` is one `psum`; no logits are gathered. None: unsharded.
 
     Returns:
       A scalar, or `[N]` for `reduction="none"`, in the student's dtype.
@@ -111,7 +120,9 @@ def fused_linear_distillation_loss(
             f"student_head_weight.shape={weight.shape}, teacher_hidden.shape={t_hidden.shape}, "
             f"teacher_head_weight.shape={t_weight.shape}"
         )
-    options = distillation_options(divergence, beta, alpha, scale_by_temperature_squared, skew)
+    options = distillation_options(
+        divergence, beta, alpha, scale_by_temperature_squared, skew, softcap, axis_name
+    )
     static_temperature = _validate.positive(temperature, "temperature")
     # A traced temperature travels with the arrays (it receives no gradient here).
     traced_temperature = None if static_temperature is not None else jax.numpy.asarray(temperature)
@@ -119,7 +130,8 @@ def fused_linear_distillation_loss(
         labels = _validate.labels(labels, (n,), "student_hidden.shape[:1]")
     reduction = _validate.reduction(reduction)
     where = _validate.mask(where, (n,))
-    static = Head(_distillation_rows, (options, static_temperature), chunk_rows(chunk_size, n, v, hidden.shape[1]))
+    rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
+    static = Head(_distillation_rows, (options, static_temperature), rows, axis_name=options.axis_name)
     shared = (t_weight, traced_temperature)
     loss = head_loss(static, hidden, weight, None, (t_hidden, labels), shared, reduction, where)
     return loss.astype(hidden.dtype)

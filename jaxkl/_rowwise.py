@@ -391,3 +391,16 @@ def clip_value_only(value: jax.Array, low: float | None, high: float | None) -> 
     clipped = clip_value(value, low, high)
     correction = jnp.where(clipped == value, 0.0, clipped - value)
     return value + jax.lax.stop_gradient(correction)
+
+
+def soft_capped(x: jax.Array, softcap: float | None) -> jax.Array:
+    """Logit soft-capping `softcap * tanh(x / softcap)` (Gemma 2), or `x` for None.
+
+    Applied before anything else reads the logits, in the compute dtype, with
+    the exact derivative `1 - tanh(x / softcap)**2` from autodiff. A `-inf`
+    logit becomes `-softcap` (tanh saturates), with zero derivative.
+    """
+    if softcap is None:
+        return x
+    x = x.astype(compute_dtype(x.dtype))
+    return softcap * jnp.tanh(x * (1.0 / softcap))

@@ -351,3 +351,13 @@ def temperature(value: Any, shape: tuple[int, ...], axis: int, name: str = "temp
             raise ValueError(f"{name} must hold finite numbers > 0, got {values.ravel()[:8]}")
         return t
     return jnp.where(t > 0, t, jnp.nan)
+
+
+def softcap(value: Any, name: str = "softcap") -> float | None:
+    """None, or a finite Python number > 0 known at trace time (a static option)."""
+    if value is None:
+        return None
+    v = concrete_number(value, name)
+    if v is None:
+        raise TypeError(f"{name} must be None or a Python number known at trace time, got a traced value")
+    return positive(v, name)

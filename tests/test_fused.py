@@ -166,7 +166,7 @@ def test_bad_arguments_raise_at_trace_time():
         jaxkl.fused_linear_cross_entropy(h, w.T, y)
     with pytest.raises(TypeError, match="labels must be an integer array"):
         jaxkl.fused_linear_cross_entropy(h, w, y.astype(np.float32))
-    with pytest.raises(ValueError, match=r"labels.shape=\(36,\) must equal hidden.shape\[:1\]"):
+    with pytest.raises(ValueError, match=r"labels.shape=\(36,\) must equal hidden.shape\[:-1\]"):
         jaxkl.fused_linear_cross_entropy(h, w, y[:-1])
     with pytest.raises(ValueError, match="head_bias"):
         jaxkl.fused_linear_cross_entropy(h, w, y, head_bias=b[:-1])

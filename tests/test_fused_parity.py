@@ -61,23 +61,33 @@ CE_OPTIONS = {
     "label_smoothing": {"label_smoothing": 0.2},
     "z_loss": {"z_loss": 1e-2},
     "where": {"where": MASK},
+    "softcap": {"softcap": 1.5},
     "everything": {
         "weight": CLASS_WEIGHT,
         "ignore_index": 2,
         "label_smoothing": 0.1,
         "z_loss": 1e-3,
         "where": MASK,
+        "softcap": 4.0,
     },
 }
 
 
-@pytest.mark.parametrize("option, reduction", _cases(CE_OPTIONS, "everything"))
-def test_fused_cross_entropy_equals_unfused(option, reduction):
+# Class tiles of 4 of the 11 classes: two full tiles and a partial one.
+TILED = [("label_smoothing", "sum", 4), ("everything", "none", 4), ("everything", "mean", 4)]
+
+
+@pytest.mark.parametrize(
+    "option, reduction, tile", [(o, r, None) for o, r in _cases(CE_OPTIONS, "everything")] + TILED
+)
+def test_fused_cross_entropy_equals_unfused(option, reduction, tile):
     kw = dict(CE_OPTIONS[option], reduction=reduction or "mean")
     h, w, b = _head(1)
 
     def fused(h, w, b):
-        return jaxkl.fused_linear_cross_entropy(h, w, LABELS, head_bias=b, chunk_size=CHUNK, **kw)
+        return jaxkl.fused_linear_cross_entropy(
+            h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, **kw
+        )
 
     def unfused(h, w, b):
         return jaxkl.cross_entropy_loss(h @ w + b[None, :], LABELS, **kw)
@@ -108,6 +118,7 @@ DISTILLATION_OPTIONS = {
     "labels": {"labels": LABELS, "alpha": 0.7, "temperature": 2.0},
     "unscaled": {"temperature": 3.0, "scale_by_temperature_squared": False},
     "where": {"where": MASK},
+    "softcap": {"softcap": 1.5, "labels": LABELS, "divergence": "js"},
 }
 
 
@@ -144,3 +155,17 @@ def test_fused_distillation_takes_a_traced_temperature(divergence):
     grad_f = jax.grad(lambda h, t: both(h, w, t)[0])(h, jnp.float32(2.0))
     grad_u = jax.grad(lambda h, t: both(h, w, t)[1])(h, jnp.float32(2.0))
     np.testing.assert_allclose(grad_f, grad_u, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("reduction, tile", [("none", None), ("mean", 4)])
+def test_fused_cross_entropy_aux_equals_unfused(reduction, tile):
+    kw = dict(weight=CLASS_WEIGHT, ignore_index=2, z_loss=1e-2, where=MASK, softcap=3.0, reduction=reduction)
+    h, w, b = _head(7)
+    loss_f, aux_f = jaxkl.fused_linear_cross_entropy(
+        h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, return_aux=True, **kw
+    )
+    loss_u, aux_u = jaxkl.cross_entropy_loss(h @ w + b[None, :], LABELS, return_aux=True, **kw)
+    np.testing.assert_allclose(loss_f, loss_u, rtol=2e-5, atol=2e-6)
+    for name, f, u in zip(aux_f._fields, aux_f, aux_u):
+        assert f.dtype == u.dtype and f.shape == u.shape, name
+        np.testing.assert_allclose(f, u, rtol=2e-5, atol=2e-6, err_msg=name)

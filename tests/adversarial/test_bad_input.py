@@ -118,7 +118,7 @@ API = {
 # Names that are namespaces, not functions: their contents have their own tables.
 NAMESPACES = {"distributions", "fit"}
 # Result types (NamedTuples that functions return), not functions to call.
-RESULT_TYPES = {"PolicyStats"}
+RESULT_TYPES = {"CrossEntropyAux", "PolicyStats"}
 # Arguments that are not arrays (callables, numbers) are not replaced by None/str.
 NOT_ARRAYS = {"f", "alpha"}
 # Array arguments for which None means something (no reference model): only a string is bad.
