@@ -32,6 +32,13 @@ class PolicyStats(NamedTuple):
       clipped_high: fraction of tokens with `r > 1 + clip_eps_high` and a positive advantage.
       kl: mean per-token KL estimate to the reference (0 without `ref_logprobs`).
       entropy: mean entropy (0 without `entropy`).
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> logprobs = jnp.log(jnp.array([[0.5, 0.25]]))
+      >>> loss, stats = jaxkl.policy_loss(logprobs, logprobs, jnp.array([1.0]))
+      >>> print(stats.ratio, stats.clipped_low, stats.clipped_high)
+      1.0 0.0 0.0
     """
 
     ratio: jax.Array
