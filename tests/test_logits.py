@@ -191,8 +191,8 @@ def test_check_grads_second_order_float64(name, x64):
 def test_check_grads_with_temperature_and_beta(x64):
     rng = np.random.default_rng(11)
     a, b = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
-    check_grads(jax.jit(lambda a, b: jaxkl.js_divergence_from_logits(a, b, beta=0.3, temperature=2.0)), (a, b), order=2)
-    check_grads(jax.jit(lambda a, b: jaxkl.kl_divergence_from_logits(a, b, temperature=0.5, axis=0)), (a, b), order=2)
+    check_grads(jax.jit(lambda a, b: jaxkl.js_divergence_from_logits(a, b, beta=0.3, temperature=2.0)), (a, b), order=2, modes=("rev",))
+    check_grads(jax.jit(lambda a, b: jaxkl.kl_divergence_from_logits(a, b, temperature=0.5, axis=0)), (a, b), order=2, modes=("rev",))
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
