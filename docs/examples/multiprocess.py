@@ -339,7 +339,9 @@ def _launch_once(script_args, processes, devices_per_process, timeout, port, env
                     p.kill()
                 p.wait()
         shown = [(_read(o), _read(e)) for o, e in zip(out, err)]
-    if "Failed to start RPC server" in shown[0][1]:
+    # gRPC reports a taken port either way, depending on when it notices (and the
+    # coordinator may then crash rather than exit).
+    if any(sign in shown[0][1] for sign in ("Failed to start RPC server", "Failed to add port to server")):
         problem += f" (the coordinator could not listen on localhost:{port}: port in use?)"
     details = "".join(
         f"\n--- process {i} (exit code {p.returncode}): stdout, then the last 40 lines of stderr ---\n"
