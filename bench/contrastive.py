@@ -19,9 +19,6 @@ matrix (or a rows x V mask for the student's tail) and plain autodiff.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +27,8 @@ import jax
 import jax.numpy as jnp
 
 import jaxkl
+
+from .saved import machine, save
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -148,17 +147,11 @@ def main(argv=None):
         "topk_size": args.topk_size,
         "time_size": args.time_size,
         "repeats": args.repeats,
-        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
+        **machine(),
         "memory": measure_memory(*args.contrastive_size, *args.topk_size),
         "time": measure_time(*args.time_size, args.repeats) if args.time_size[0] else None,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "contrastive.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "contrastive.md").write_text(table)
-    print(table)
+    save(args.out, "contrastive", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -29,9 +29,6 @@ per step (from the chunk and tile sizes the fused call picks), and time with
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +38,8 @@ import jax.numpy as jnp
 import optax
 
 import jaxkl
+
+from .saved import machine, save
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -218,11 +217,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.sweep:
         rows = sweep([_size(s) for s in args.sweep_sizes.split(",")], args.time, args.repeats, args.time_limit_gib)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "fused_linear_sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
-        table = sweep_markdown(rows)
-        (args.out / "fused_linear_sweep.md").write_text(table)
-        print(table)
+        save(args.out, "fused_linear_sweep", rows, sweep_markdown(rows))
         return
     chunks = [int(c) for c in args.chunks.split(",")]
     dtype = jnp.float32
@@ -230,17 +225,11 @@ def main(argv=None):
         "memory_size": args.memory_size,
         "time_size": args.time_size,
         "repeats": args.repeats,
-        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
+        **machine(),
         "memory": measure_memory(args.memory_size, chunks, dtype),
         "time": measure_time(args.time_size, chunks, dtype, args.repeats),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fused_linear.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "fused_linear.md").write_text(table)
-    print(table)
+    save(args.out, "fused_linear", result, markdown(result))
 
 
 if __name__ == "__main__":

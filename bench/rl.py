@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python -m bench.rl                              # defaults below
-    python -m bench.rl --time-size 1024x256x16384 --repeats 3
+    python -m bench.rl --time-sizes 1024x256x16384 --repeats 3
 
 Both methods compute the same thing: `jax.value_and_grad` (wrt the hidden
 states and the head) of `policy_loss(loss_type="grpo")` with a k3 KL
@@ -16,16 +16,14 @@ the sampled tokens.
 
 Memory is read from the compiled step (``memory_analysis()``, no allocation),
 so it is measured at the issue's size (N x D x V = 8192 x 1024 x 131072 f32)
-on any machine; time needs real arrays and is measured at ``--time-size``,
-round-robin, minimum (and median) over ``--repeats``.
+on any machine; time needs real arrays and is measured at each of
+``--time-sizes`` (one below and one above the class-tiling threshold of
+65,536 classes), round-robin, minimum (and median) over ``--repeats``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +32,8 @@ import jax
 import jax.numpy as jnp
 
 import jaxkl
+
+from .saved import machine, save
 
 RESULTS = Path(__file__).parent / "results"
 TOKENS_PER_SEQUENCE = 512
@@ -117,23 +117,31 @@ def measure_time(size, repeats, dtype=jnp.float32):
 
 def markdown(result) -> str:
     n, d, v = result["memory_size"]
-    tn, td, tv = result["time_size"]
     one_logits = n * v * 4
-    ref_time = result["time"]["materialised"]["min_s"]
     lines = [
-        f"GRPO step (`value_and_grad` of `policy_loss` with k3 KL and entropy bonus). Memory: compiled "
-        f"temp at N x D x V = {n} x {d} x {v} f32 (one N x V f32 array = {one_logits / 2**20:,.0f} MiB). "
-        f"Time: at {tn} x {td} x {tv} f32, min of {result['repeats']} round-robin runs on "
-        f"{result['device']} ({result['cpu_count']} cores).",
+        f"GRPO step (`value_and_grad` of `policy_loss` with k3 KL and entropy bonus), "
+        f"jax {result['jax']} on {result['device']} ({result['cpu_count']} cores).",
         "",
-        "| method | temp memory (MiB) | vs one N x V f32 | time (s) | median (s) | speed vs materialised |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"Compiled temp memory at N x D x V = {n} x {d} x {v} f32 (one N x V f32 array = "
+        f"{one_logits / 2**20:,.0f} MiB):",
+        "",
+        "| method | temp memory (MiB) | vs one N x V f32 |",
+        "|---|---:|---:|",
     ]
     for name, mem in result["memory"].items():
-        t = result["time"][name]
+        lines.append(f"| {name} | {mem['temp_bytes'] / 2**20:,.1f} | {100 * mem['temp_bytes'] / one_logits:.2f}% |")
+    lines += [
+        "",
+        f"Time, f32, min (median) of {result['repeats']} round-robin runs:",
+        "",
+        "| N x D x V | fused (s) | materialised (s) | fused speed vs materialised |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in result["time"]:
+        fused, ref = row["fused"], row["materialised"]
         lines.append(
-            f"| {name} | {mem['temp_bytes'] / 2**20:,.1f} | {100 * mem['temp_bytes'] / one_logits:.2f}% "
-            f"| {t['min_s']:.3f} | {t['median_s']:.3f} | {ref_time / t['min_s']:.2f}x |"
+            f"| {' x '.join(map(str, row['size']))} | {fused['min_s']:.3f} ({fused['median_s']:.3f}) "
+            f"| {ref['min_s']:.3f} ({ref['median_s']:.3f}) | {ref['min_s'] / fused['min_s']:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
@@ -141,25 +149,22 @@ def markdown(result) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory-size", type=_size, default=(8192, 1024, 131072))
-    parser.add_argument("--time-size", type=_size, default=(2048, 256, 32768))
+    parser.add_argument("--time-sizes", default="2048x256x32768,512x256x131072",
+                        help="comma-separated N x D x V sizes to time")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = {
         "memory_size": args.memory_size,
-        "time_size": args.time_size,
         "repeats": args.repeats,
-        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
+        **machine(),
         "memory": measure_memory(args.memory_size),
-        "time": measure_time(args.time_size, args.repeats),
+        "time": [
+            {"size": size, **measure_time(size, args.repeats)}
+            for size in (_size(s) for s in args.time_sizes.split(","))
+        ],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rl.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "rl.md").write_text(table)
-    print(table)
+    save(args.out, "rl", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from . import _checks, _validate
 from ._chunks import chunked, unchunked
-from ._fused_tiles import Tiles, tile_classes, tiled_cross_entropy_rows
+from ._fused_tiles import tile_classes, tiled_cross_entropy_rows
 from ._cross_entropy_loss import (
     CrossEntropyAux,
     LabelOptions,
@@ -307,11 +307,12 @@ def _tiled_loss(options, chunk_size, tile, hidden, weight, bias, labels, class_w
     acc = compute_dtype(hidden.dtype)
     eps = options.label_smoothing
     label_options = LabelOptions(1, None, 1.0 - eps, eps / v if v else 0.0, options.z_loss)
-    static = Tiles(label_options, options.softcap, chunk_size, tile)
     idx, wy = label_weights(labels, class_weight, v)
     class_weight = jnp.ones((v,), acc) if class_weight is None else class_weight
     extras = (idx, wy.astype(acc), counted, class_weight)
-    values, lse, predicted = tiled_cross_entropy_rows(static, hidden, weight, bias, extras)
+    values, (lse, predicted) = tiled_cross_entropy_rows(
+        label_options, options.softcap, chunk_size, tile, hidden, weight, bias, extras
+    )
     if reduction == "none":
         loss = reduce(values, "none", where=counted)
     else:

@@ -1,18 +1,19 @@
-"""Class tiles for the fused cross-entropy: an online log-sum-exp across the vocabulary.
+"""Class tiles for the fused heads: online row statistics across the vocabulary.
 
 `jaxkl._fused` forms a chunk's logits for every class at once, so a chunk of
 about 2**22 logits holds only `2**22 / V` tokens and, at V = 262,144, the
 whole head matrix is read again for every 16 tokens. Here a chunk of tokens
-walks over the classes `tile_size` at a time: the forward pass keeps, per
-token, the running maximum, the rescaled sum of exponentials, the label's
-logit, the class-weighted logit sum (label smoothing) and the running arg-max
-(Milakov & Gimelshein's online softmax, as in Cut Cross-Entropy); the
-backward pass recomputes each (chunk, tile) block once from the saved
-log-normaliser and turns it straight into `d hidden`, `d weight` and
-`d bias`. The chunk can then hold many tokens whatever the vocabulary, so
-the head is read O(N / chunk) times per pass.
+walks over the classes `tile_size` at a time: the forward pass keeps per-token
+running statistics (the running maximum and rescaled sum of exponentials of
+Milakov & Gimelshein's online softmax, as in Cut Cross-Entropy, plus whatever
+else the loss needs); the backward pass recomputes each (chunk, tile) block
+once from per-token values saved by the forward pass and turns it straight into
+`d hidden`, `d weight` and `d bias`. The chunk can then hold many tokens
+whatever the vocabulary, so the head is read O(N / chunk) times per pass.
 
-The per-example value and its derivative are the unfused loss's own
+`tiled_rows` is the machinery; a `TileRule` says what one loss keeps per
+token and what its derivative is per tile. The cross-entropy's rule is here:
+its per-example value and derivative are the unfused loss's own
 (`label_value`, `label_coefficient` and `soft_capped` from the layer below),
 fed with statistics gathered across tiles instead of one row at a time.
 """
@@ -20,7 +21,7 @@ fed with statistics gathered across tiles instead of one row at a time.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +48,34 @@ def tile_classes(vocab_chunk_size: Any, num_classes: int) -> int | None:
     return min(size, max(num_classes, 1))
 
 
-class Tiles(NamedTuple):
-    """The static part of a class-tiled cross-entropy (hashable)."""
+class TileRule(NamedTuple):
+    """What one loss keeps per token across class tiles (module-level functions: hashable).
 
-    options: LabelOptions  # axis 1, no axis_name
-    softcap: float | None
+    All take the loss's static `params`, the chunk's per-row arrays `rows`
+    (a pytree of `[C, ...]`) and the `shared` arrays (no gradient):
+
+    * `start(params, rows, shared, dtype)`: the running statistics before the
+      first tile, in the compute `dtype`;
+    * `update(params, carry, z, start, size, rows, shared)`: fold in one tile of
+      raw float32 logits `z` `[C, size]` (classes `[start, start + size)`);
+    * `finish(params, carry, rows, shared)`: `(values, aux, saved)` per row:
+      `values` (`[C]` or `[C, k]`) are differentiable, `aux` is not, `saved`
+      is what the backward pass needs (O(C));
+    * `cotangent(params, z, start, size, rows, saved, shared, ct)`: the
+      cotangent of the tile's raw logits `z` for the values' cotangent `ct`.
+    """
+
+    start: Callable[..., Any]
+    update: Callable[..., Any]
+    finish: Callable[..., Any]
+    cotangent: Callable[..., Any]
+
+
+class Tiles(NamedTuple):
+    """The static part of a class-tiled head (hashable)."""
+
+    rule: TileRule
+    params: Any
     chunk_size: int  # tokens per chunk
     tile_size: int  # classes per tile
 
@@ -66,70 +90,46 @@ def _over_tiles(num_classes: int, size: int, body, carry):
     return carry
 
 
-def _slice(x, start, size, axis=0):
+def tile_slice(x, start, size, axis=0):
+    """Classes `[start, start + size)` of `x` along `axis` (None stays None)."""
     return None if x is None else jax.lax.dynamic_slice_in_dim(x, start, size, axis=axis)
 
 
 def _tile_logits(h, weight, bias, start, size):
-    """One tile of (uncapped) logits `[C, size]`, float32 accumulation."""
-    z = jnp.dot(h, _slice(weight, start, size, 1), preferred_element_type=compute_dtype(weight.dtype))
-    return z if bias is None else z + _slice(bias, start, size).astype(z.dtype)[None, :]
+    """One tile of raw logits `[C, size]`, float32 accumulation."""
+    z = jnp.dot(h, tile_slice(weight, start, size, 1), preferred_element_type=compute_dtype(weight.dtype))
+    return z if bias is None else z + tile_slice(bias, start, size).astype(z.dtype)[None, :]
 
 
-def _in_tile(idx, start, size):
-    """Each row's label index within the tile, -1 where the label is elsewhere."""
+def in_tile(idx, start, size):
+    """Each row's class index within the tile, -1 where the class is elsewhere."""
     local = idx - start
     return jnp.where((local >= 0) & (local < size), local, -1)
 
 
-def _chunk_statistics(static, h, weight, bias, idx, class_weight):
-    """`(shift, log_sum, picked, weighted_sum, arg_max)` of one chunk's capped logits, tile by tile."""
-    c = h.shape[0]
-    acc = compute_dtype(weight.dtype)
-    spread = static.options.spread
-
-    def step(start, size, carry):
-        m, s, picked, wx, arg = carry
-        z = soft_capped(_tile_logits(h, weight, bias, start, size), static.softcap).astype(acc)
-        tile_max = jnp.max(z, axis=1)
-        new_m = jnp.maximum(m, tile_max)
-        s = s * jnp.exp(m - new_m) + jnp.sum(jnp.exp(z - new_m[:, None]), axis=1)
-        label = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) == _in_tile(idx, start, size)[:, None]
-        picked = picked + jnp.sum(jnp.where(label, z, 0.0), axis=1)
-        if spread:
-            wx = wx + jnp.dot(z, _slice(class_weight, start, size), preferred_element_type=acc)
-        # Strictly greater: ties go to the earlier class, as jnp.argmax.
-        arg = jnp.where(tile_max > m, jnp.argmax(z, axis=1).astype(jnp.int32) + start, arg)
-        return new_m, s, picked, wx, arg
-
-    zeros = jnp.zeros((c,), acc)
-    init = (jnp.full((c,), -jnp.inf, acc), zeros, zeros, zeros, jnp.zeros((c,), jnp.int32))
-    return _over_tiles(weight.shape[1], static.tile_size, step, init)
-
-
-def _forward(static, hidden, weight, bias, extras):
-    """Per-row values, log-normalisers and arg-maxes, one token chunk at a time."""
-    idx, wy, valid, class_weight = extras
+def _forward(static, hidden, weight, bias, rows, shared):
+    """`(values, aux, saved)` per row, one token chunk at a time."""
+    rule, params = static.rule, static.params
     n, size = hidden.shape[0], static.chunk_size
     num_chunks = -(-n // size)
-    total = jnp.sum(class_weight)
+    acc = compute_dtype(weight.dtype)
 
     def chunk_step(_, x):
-        h_c, idx_c, wy_c, valid_c = x
-        m, s, picked, wx, arg = _chunk_statistics(static, h_c, weight, bias, idx_c, class_weight)
-        # The smoothing term's sum_c w_c (max - x_c), from the running sums.
-        gap = m * total - wx if static.options.spread else None
-        normalizer = (m[:, None], jnp.log(s)[:, None])
-        value = label_value(static.options, normalizer, picked, wy_c, class_weight, gap, valid_c)
-        return None, (value, m + jnp.log(s), arg)
+        h_c, rows_c = x
 
-    xs = chunked((hidden, idx, wy, valid), num_chunks, size)
-    _, out = jax.lax.scan(chunk_step, None, xs)
+        def tile_step(start, tile, carry):
+            z = _tile_logits(h_c, weight, bias, start, tile)
+            return rule.update(params, carry, z, start, tile, rows_c, shared)
+
+        carry = _over_tiles(weight.shape[1], static.tile_size, tile_step, rule.start(params, rows_c, shared, acc))
+        return None, rule.finish(params, carry, rows_c, shared)
+
+    _, out = jax.lax.scan(chunk_step, None, chunked((hidden, rows), num_chunks, size))
     return jax.tree_util.tree_map(lambda x: unchunked(x, n), out)
 
 
-def _backward(static, hidden, weight, bias, extras, lse, cotangent):
-    """`d hidden`, `d weight`, `d bias` for per-row cotangents, each tile recomputed once.
+def _backward(static, hidden, weight, bias, rows, shared, saved, cotangent):
+    """`d hidden`, `d weight`, `d bias` for the values' cotangent, each tile recomputed once.
 
     Token chunks are the outer loop, as in `jaxkl._fused`: `d weight` is
     accumulated in place, a tile's block at a time, into one float32
@@ -138,31 +138,24 @@ def _backward(static, hidden, weight, bias, extras, lse, cotangent):
     tiles outermost a float32 `[N, D]` accumulator and its per-tile copies
     measured 2.9%).
     """
-    idx, wy, valid, class_weight = extras
+    rule, params = static.rule, static.params
     n, size = hidden.shape[0], static.chunk_size
     num_chunks = -(-n // size)
     acc = compute_dtype(weight.dtype)
-    total = jnp.sum(class_weight) if static.options.spread else None
-    cap = functools.partial(soft_capped, softcap=static.softcap)
 
     def chunk_step(carry, x):
-        h_c, idx_c, wy_c, valid_c, lse_c, ct_c = x
+        h_c, rows_c, saved_c, ct_c = x
 
         def tile_step(start, tile, inner):
             d_h, d_weight, d_bias = inner
-            z, cap_vjp = jax.vjp(cap, _tile_logits(h_c, weight, bias, start, tile))
-            p = jnp.exp(z.astype(acc) - lse_c[:, None])
-            coef = label_coefficient(
-                static.options, p, lse_c[:, None], _in_tile(idx_c, start, tile), wy_c,
-                _slice(class_weight, start, tile), valid_c, total,
-            )
-            (g,) = cap_vjp((coef * ct_c[:, None]).astype(z.dtype))
+            z = _tile_logits(h_c, weight, bias, start, tile)
+            g = rule.cotangent(params, z, start, tile, rows_c, saved_c, shared, ct_c)
             g_in = g.astype(weight.dtype)
-            d_h = d_h + jnp.dot(g_in, _slice(weight, start, tile, 1).T, preferred_element_type=acc)
-            part = _slice(d_weight, start, tile, 1) + jnp.dot(h_c.T, g_in, preferred_element_type=acc)
+            d_h = d_h + jnp.dot(g_in, tile_slice(weight, start, tile, 1).T, preferred_element_type=acc)
+            part = tile_slice(d_weight, start, tile, 1) + jnp.dot(h_c.T, g_in, preferred_element_type=acc)
             d_weight = jax.lax.dynamic_update_slice_in_dim(d_weight, part, start, axis=1)
             if d_bias is not None:
-                part = _slice(d_bias, start, tile) + jnp.sum(g.astype(acc), axis=0)
+                part = tile_slice(d_bias, start, tile) + jnp.sum(g.astype(acc), axis=0)
                 d_bias = jax.lax.dynamic_update_slice_in_dim(d_bias, part, start, axis=0)
             return d_h, d_weight, d_bias
 
@@ -172,33 +165,104 @@ def _backward(static, hidden, weight, bias, extras, lse, cotangent):
         return (d_weight, d_bias), d_h.astype(hidden.dtype)
 
     init = (jnp.zeros(weight.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
-    xs = chunked((hidden, idx, wy, valid, lse, cotangent), num_chunks, size)
+    xs = chunked((hidden, rows, saved, cotangent), num_chunks, size)
     (d_weight, d_bias), d_hidden = jax.lax.scan(chunk_step, init, xs)
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
     return unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def tiled_cross_entropy_rows(static, hidden, weight, bias, extras):
-    """`(values, logsumexp, predicted)` per row; gradients flow to `hidden`, `weight`, `bias`.
+def tiled_rows(static, hidden, weight, bias, rows, shared):
+    """`(values, aux)` per row of `hidden @ weight + bias` under `static.rule`, tile by tile.
+
+    Gradients flow to `hidden`, `weight` and `bias` through `values`; `aux`,
+    `rows` and `shared` carry none.
+    """
+    values, aux, _ = _forward(static, hidden, weight, bias, rows, shared)
+    return values, aux
+
+
+def _tiled_rows_fwd(static, hidden, weight, bias, rows, shared):
+    values, aux, saved = _forward(static, hidden, weight, bias, rows, shared)
+    # O(N) residuals: the inputs and what the rule saves per row.
+    return (values, aux), (hidden, weight, bias, rows, shared, saved)
+
+
+def _tiled_rows_bwd(static, residuals, cotangents):
+    hidden, weight, bias, rows, shared, saved = residuals
+    grads = _backward(static, hidden, weight, bias, rows, shared, saved, cotangents[0])
+    return grads + jax.tree_util.tree_map(lambda _: None, (rows, shared))
+
+
+tiled_rows.defvjp(_tiled_rows_fwd, _tiled_rows_bwd)
+
+
+# ------------------------------------------------------------ the cross-entropy's rule
+
+
+class CrossEntropyTiles(NamedTuple):
+    """Static options of the tiled cross-entropy."""
+
+    options: LabelOptions  # axis 1, no axis_name
+    softcap: float | None
+
+
+def _ce_start(params, rows, shared, dtype):
+    c = rows[0].shape[0]
+    zeros = jnp.zeros((c,), dtype)
+    return jnp.full((c,), -jnp.inf, dtype), zeros, zeros, zeros, jnp.zeros((c,), jnp.int32)
+
+
+def _ce_update(params, carry, z, start, size, rows, class_weight):
+    """Running `(max, rescaled sum, label logit, class-weighted logit sum, arg-max)`."""
+    m, s, picked, wx, arg = carry
+    idx = rows[0]
+    z = soft_capped(z, params.softcap).astype(m.dtype)
+    tile_max = jnp.max(z, axis=1)
+    new_m = jnp.maximum(m, tile_max)
+    s = s * jnp.exp(m - new_m) + jnp.sum(jnp.exp(z - new_m[:, None]), axis=1)
+    label = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) == in_tile(idx, start, size)[:, None]
+    picked = picked + jnp.sum(jnp.where(label, z, 0.0), axis=1)
+    if params.options.spread:
+        wx = wx + jnp.dot(z, tile_slice(class_weight, start, size), preferred_element_type=m.dtype)
+    # Strictly greater: ties go to the earlier class, as jnp.argmax.
+    arg = jnp.where(tile_max > m, jnp.argmax(z, axis=1).astype(jnp.int32) + start, arg)
+    return new_m, s, picked, wx, arg
+
+
+def _ce_finish(params, carry, rows, class_weight):
+    m, s, picked, wx, arg = carry
+    _, wy, valid = rows
+    # The smoothing term's sum_c w_c (max - x_c), from the running sums.
+    gap = m * jnp.sum(class_weight) - wx if params.options.spread else None
+    normalizer = (m[:, None], jnp.log(s)[:, None])
+    value = label_value(params.options, normalizer, picked, wy, class_weight, gap, valid)
+    lse = m + jnp.log(s)
+    return value, (lse, arg), lse
+
+
+def _ce_cotangent(params, z, start, size, rows, lse, class_weight, ct):
+    idx, wy, valid = rows
+    capped, cap_vjp = jax.vjp(functools.partial(soft_capped, softcap=params.softcap), z)
+    p = jnp.exp(capped.astype(lse.dtype) - lse[:, None])
+    total = jnp.sum(class_weight) if params.options.spread else None
+    coef = label_coefficient(
+        params.options, p, lse[:, None], in_tile(idx, start, size), wy,
+        tile_slice(class_weight, start, size), valid, total,
+    )
+    (g,) = cap_vjp((coef * ct[:, None]).astype(capped.dtype))
+    return g
+
+
+CROSS_ENTROPY = TileRule(_ce_start, _ce_update, _ce_finish, _ce_cotangent)
+
+
+def tiled_cross_entropy_rows(options, softcap, chunk_size, tile_size, hidden, weight, bias, extras):
+    """`(values, (logsumexp, predicted))` per row; gradients flow to `hidden`, `weight`, `bias`.
 
     `extras = (idx, w_y, valid, class_weight)` as `label_weights` and
     `counted_examples` give them (`class_weight` all ones when unweighted).
-    `logsumexp` and `predicted` carry no gradient.
     """
-    return _forward(static, hidden, weight, bias, extras)
-
-
-def _rows_fwd(static, hidden, weight, bias, extras):
-    values, lse, predicted = _forward(static, hidden, weight, bias, extras)
-    # O(N) residuals: the inputs and one log-normaliser per row.
-    return (values, lse, predicted), (hidden, weight, bias, extras, lse)
-
-
-def _rows_bwd(static, residuals, cotangents):
-    hidden, weight, bias, extras, lse = residuals
-    grads = _backward(static, hidden, weight, bias, extras, lse, cotangents[0])
-    return grads + (jax.tree_util.tree_map(lambda _: None, extras),)
-
-
-tiled_cross_entropy_rows.defvjp(_rows_fwd, _rows_bwd)
+    idx, wy, valid, class_weight = extras
+    static = Tiles(CROSS_ENTROPY, CrossEntropyTiles(options, softcap), chunk_size, tile_size)
+    return tiled_rows(static, hidden, weight, bias, (idx, wy, valid), class_weight)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,15 +10,99 @@ from jax.typing import ArrayLike
 
 from . import _validate
 from ._fused import Head, chunk_rows, head_rows
+from ._fused_tiles import TileRule, Tiles, in_tile, tile_classes, tiled_rows
+from ._rowwise import soft_capped
 from ._token_logprobs import token_values
 
 
-def _token_rows(static, logits, tokens, traced_temperature):
+class TokenHead(NamedTuple):
+    """The static options of the fused token rows."""
+
+    scale: float  # 1 / temperature when known at trace time, else 1
+    entropy: bool
+    softcap: float | None
+    axis_name: Any
+
+
+def _token_rows(options, logits, tokens, traced_temperature):
     """`token_values` of one chunk of float32 logits [C, V]: the unfused kernel's own rows."""
-    static_scale, entropy = static
+    # As in `token_logprobs`: the cap first, then the temperature.
+    logits = soft_capped(logits, options.softcap)
     if traced_temperature is not None:
         logits = logits / traced_temperature.astype(logits.dtype)
-    return token_values(logits, tokens, axis=1, scale=static_scale, entropy=entropy)
+    return token_values(
+        logits, tokens, axis=1, scale=options.scale, entropy=options.entropy, axis_name=options.axis_name
+    )
+
+
+class TokenTiles(NamedTuple):
+    """The static options of the class-tiled token rows."""
+
+    scale: float  # 1 / temperature when known at trace time, else 1
+    entropy: bool
+    softcap: float | None
+
+
+def _tempered(params, z, traced_temperature):
+    """The logits of the sampled distribution: capped, then divided by the temperature."""
+    z = soft_capped(z, params.softcap)
+    if traced_temperature is not None:
+        z = z / traced_temperature.astype(z.dtype)
+    return z if params.scale == 1.0 else z * params.scale
+
+
+def _tile_start(params, rows, shared, dtype):
+    zeros = jnp.zeros(rows[0].shape, dtype)
+    return jnp.full(rows[0].shape, -jnp.inf, dtype), zeros, zeros, zeros
+
+
+def _tile_update(params, carry, z, start, size, rows, traced_temperature):
+    """Running `(max m, sum e^(z-m), token logit, sum e^(z-m) (z-m))` per token."""
+    m, s, picked, u = carry
+    z = _tempered(params, z, traced_temperature).astype(m.dtype)
+    new_m = jnp.maximum(m, jnp.max(z, axis=1))
+    rescale = jnp.exp(m - new_m)
+    e = jnp.exp(z - new_m[:, None])
+    if params.entropy:
+        # Moving the shift from m to new_m adds (m - new_m) to every (z - m)
+        # seen so far; before the first tile there is nothing (and m = -inf).
+        moved = jnp.where(s > 0, (m - new_m) * s, 0.0)
+        u = rescale * (u + moved) + jnp.sum(e * (z - new_m[:, None]), axis=1)
+    s = s * rescale + jnp.sum(e, axis=1)
+    token = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) == in_tile(rows[0], start, size)[:, None]
+    picked = picked + jnp.sum(jnp.where(token, z, 0.0), axis=1)
+    return new_m, s, picked, u
+
+
+def _tile_finish(params, carry, rows, traced_temperature):
+    m, s, picked, u = carry
+    log_s = jnp.log(s)
+    # An out-of-range token has no log-probability: NaN, as in `token_values`.
+    logp = jnp.where(rows[1], (picked - m) - log_s, jnp.nan)
+    lse = m + log_s
+    if not params.entropy:
+        return logp, (), (lse, jnp.zeros_like(lse))
+    # H = lse - E_P[z] = log s - E_P[z - m].
+    h = jnp.maximum(log_s - u / s, 0.0)
+    return jnp.stack([logp, h], axis=-1), (), (lse, h)
+
+
+def _tile_cotangent(params, z, start, size, rows, saved, traced_temperature, ct):
+    """`d/dz` of `ct . values`: `([c = y] - P_c)` for the log-prob, `-P_c (log P_c + H)` for the entropy."""
+    lse, h = saved
+    tempered, tempered_vjp = jax.vjp(lambda z: _tempered(params, z, traced_temperature), z)
+    logq = tempered.astype(lse.dtype) - lse[:, None]
+    p = jnp.exp(logq)
+    token = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) == in_tile(rows[0], start, size)[:, None]
+    ct_logp = ct[:, 0] if params.entropy else ct
+    coef = ct_logp[:, None] * (jnp.where(token, 1.0, 0.0) - p)
+    if params.entropy:
+        coef = coef - ct[:, 1:2] * p * (logq + h[:, None])
+    (g,) = tempered_vjp(coef.astype(tempered.dtype))
+    return g
+
+
+TOKEN_TILES = TileRule(_tile_start, _tile_update, _tile_finish, _tile_cotangent)
 
 
 def fused_linear_token_logprobs(
@@ -30,6 +114,9 @@ def fused_linear_token_logprobs(
     temperature: Any = 1.0,
     return_entropy: bool = False,
     chunk_size: int | None = None,
+    softcap: float | None = None,
+    vocab_chunk_size: int | None = None,
+    axis_name: Any = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     r"""[jaxkl.token_logprobs][] of a linear head, `token_logprobs(hidden @ head_weight + head_bias, tokens)`, fused.
 
@@ -55,9 +142,11 @@ def fused_linear_token_logprobs(
     from one sweep over its logits, so the entropy costs neither another matmul
     nor another N-sized residual.
 
-    The options `softcap=`, `vocab_chunk_size=` and `axis_name=` (a vocabulary
-    sharded over a mesh axis) of the fused cross-entropy are not taken yet:
-    they will be added here once the shared fused head has them.
+    With `axis_name` (inside `shard_map`, the classes split over that mesh
+    axis) each device holds `head_weight[:, V_local]` and `head_bias[V_local]`,
+    `tokens` are global class ids, the row statistics cross devices as O(N)
+    scalars and `d hidden` is one `psum` of `[N, D]`: neither the head nor the
+    logits are gathered, as in [jaxkl.fused_linear_cross_entropy][].
 
     Args:
       hidden: `[N, D]` floating point (tokens flattened; e.g. the policy's final
@@ -69,6 +158,16 @@ def fused_linear_token_logprobs(
         traced scalar (a traced one receives no gradient here).
       return_entropy: also return the entropy of `softmax(z_n)`.
       chunk_size: rows per chunk; `None` picks about `2**22 / V` rows.
+      softcap: None, or `c > 0`: the logits become $c \tanh(z / c)$ before
+        the temperature divides them, as in [jaxkl.token_logprobs][].
+      vocab_chunk_size: classes per tile, as in
+        [jaxkl.fused_linear_cross_entropy][]: each chunk of tokens walks over
+        the classes a tile at a time, keeping an online log-sum-exp (and, for
+        the entropy, an online `E_P[z]`) per token, and the backward pass
+        recomputes each tile once, so a chunk holds many tokens whatever `V`.
+        `None` tiles by 16,384 classes from `V = 65,536` up and not below.
+      axis_name: the mesh axis over which the head's classes are split (see
+        above), or None.
 
     Returns:
       `[N]` float32 log-probabilities, or the pair `(logprobs, entropy)`.
@@ -97,8 +196,20 @@ def fused_linear_token_logprobs(
         scale, traced = 1.0, jnp.asarray(temperature)
     else:
         scale, traced = 1.0 / static_temperature, None
-    static = Head(_token_rows, (scale, return_entropy), chunk_rows(chunk_size, n, v, hidden.shape[1]))
-    values = head_rows(static, hidden, weight, bias, tokens, traced)
+    axis_name = _validate.axis_name(axis_name)
+    softcap = _validate.softcap(softcap)
+    # Sharded, the head is split over classes already: no tiles within a device's slice.
+    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v)
+    if tile is None:
+        options = TokenHead(scale, return_entropy, softcap, axis_name)
+        static = Head(_token_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), axis_name=axis_name)
+        values = head_rows(static, hidden, weight, bias, tokens, traced)
+    else:
+        params = TokenTiles(scale, return_entropy, softcap)
+        static = Tiles(TOKEN_TILES, params, chunk_rows(chunk_size, n, tile, hidden.shape[1]), tile)
+        in_range = (tokens >= 0) & (tokens < v)
+        idx = jnp.where(in_range, tokens, 0).astype(jnp.int32)
+        values, _ = tiled_rows(static, hidden, weight, bias, (idx, in_range), traced)
     if not return_entropy:
         return values
     return values[:, 0], values[:, 1]

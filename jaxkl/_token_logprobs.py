@@ -36,6 +36,7 @@ from ._rowwise import (
     prepare_logits,
     row_kernel,
     row_sum,
+    soft_capped,
     with_tangent,
     zero_where_unused,
 )
@@ -93,19 +94,29 @@ def _token_tangent(static, arrays, stats, tangents):
 _token_logprobs = row_kernel(_token_forward, _token_tangent, ("full", "row", "row", "mask"))
 
 
-def token_values(x, tokens, *, axis, scale, entropy, where=None):
+def token_values(x, tokens, *, axis, scale, entropy, where=None, axis_name=None):
     """Validated `(x, tokens)` through the kernel: `[...]` or `[..., 2]` in the compute dtype.
 
     The one definition that `token_logprobs` and the fused head (chunk by chunk) share.
+    With `axis_name`, `x` holds this device's slice of the classes and `tokens`
+    are global class ids (as in `label_weights`): the token's logit comes from
+    the device that holds it, by a `psum` of one value per row.
     """
-    num_classes = x.shape[axis]
-    in_range = (tokens >= 0) & (tokens < num_classes)
+    local_classes = x.shape[axis]
+    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    in_range = (tokens >= 0) & (tokens < local_classes * shards)
     idx = jnp.where(in_range, tokens, jnp.zeros((), tokens.dtype)).astype(jnp.int32)
+    if axis_name is not None:
+        local = idx - jax.lax.axis_index(axis_name).astype(jnp.int32) * local_classes
+        idx = jnp.where((local >= 0) & (local < local_classes), local, -1)
     masked = x if where is None else jnp.where(where, x, -jnp.inf)
-    picked = label_logits(masked, idx, axis, None) if num_classes else jnp.zeros(tokens.shape, x.dtype)
+    if local_classes:
+        picked = label_logits(masked, idx, axis, axis_name)
+    else:
+        picked = jnp.zeros(tokens.shape, x.dtype)
     # An out-of-range token has no log-probability: NaN, never a wrapped index.
     picked = jnp.where(in_range, picked, jnp.nan)
-    static = TokenOptions(axis, None, scale, entropy)
+    static = TokenOptions(axis, axis_name, scale, entropy)
     return _token_logprobs(static, x, picked, idx, where)
 
 
@@ -118,6 +129,8 @@ def token_logprobs(
     axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
     return_entropy: bool = False,
+    softcap: float | None = None,
+    axis_name: Any = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     r"""Log-probability of each position's token, $\log \operatorname{softmax}(\text{logits} / T)_y$ ("selective log-softmax").
 
@@ -154,6 +167,13 @@ def token_logprobs(
         are excluded (their probability is 0). To mask *positions* (padding),
         pass the mask to the loss instead, e.g. [jaxkl.policy_loss][].
       return_entropy: also return the entropy of `softmax(logits / T)`.
+      softcap: None, or `c > 0`: the logits become $c \tanh(x / c)$
+        (Gemma 2's logit soft-capping) before the temperature divides them,
+        with the exact gradient, as in [jaxkl.cross_entropy_loss][] (a `-inf`
+        logit becomes `-c`).
+      axis_name: inside `shard_map`, the mesh axis over which the classes
+        are split: `logits` is this device's slice, `tokens` are global class
+        ids, and only per-row scalars cross devices. None: unsharded.
 
     Returns:
       `logprobs` of shape `tokens.shape`, or the pair `(logprobs, entropy)`,
@@ -187,8 +207,11 @@ def token_logprobs(
     where = _validate.mask(where, x.shape)
     if not isinstance(return_entropy, bool):
         raise TypeError(f"return_entropy must be a bool, got {return_entropy!r}")
-    scale, (x,) = temperature_scale(temperature, x)
-    values = token_values(x, tokens, axis=axis, scale=scale, entropy=return_entropy, where=where)
+    axis_name = _validate.axis_name(axis_name)
+    # The cap acts on the model's logits, before the sampling temperature divides them.
+    x = soft_capped(x, _validate.softcap(softcap))
+    scale, (x,) = temperature_scale(temperature, x, axis=axis, where=where, axis_name=axis_name)
+    values = token_values(x, tokens, axis=axis, scale=scale, entropy=return_entropy, where=where, axis_name=axis_name)
     values = values.astype(compute_dtype(x.dtype))
     if not return_entropy:
         return values

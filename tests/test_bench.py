@@ -47,6 +47,22 @@ def test_sweep_preset_covers_the_fused_head(tmp_path):
     assert "| fused_ce fwd+bwd |" in (out / "results.md").read_text()
 
 
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("rl", ["--memory-size", "64x8x512", "--time-sizes", "32x8x512", "--repeats", "1"]),
+        ("contrastive", ["--contrastive-size", "32x8", "--topk-size", "8x64x4", "--time-size", "0x0"]),
+        ("fused_linear", ["--memory-size", "32x8x512", "--time-size", "32x8x512", "--chunks", "16", "--repeats", "1"]),
+    ],
+)
+def test_stand_alone_benches_write_their_results(tmp_path, module, argv):
+    main = __import__(f"bench.{module}", fromlist=["main"]).main
+    main(argv + ["--out", str(tmp_path)])
+    result = json.loads((tmp_path / f"{module}.json").read_text())
+    assert result["jax"] == jax.__version__ and result["memory"]
+    assert (tmp_path / f"{module}.md").read_text().count("|") > 10
+
+
 def test_presets_are_explained_in_help(capsys):
     with pytest.raises(SystemExit):
         cli.parse_args(["--help"])

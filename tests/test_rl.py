@@ -28,9 +28,12 @@ def _central_diff(f, x, eps=1e-6):
 # ------------------------------------------------------------------ token_logprobs
 
 
-def _np_token(x, y, temperature=1.0, where=None, axis=-1):
-    """log softmax(x / T)[y] and the entropy of softmax(x / T), float64."""
-    z = np.moveaxis(np.array(x, np.float64) / temperature, axis, -1)
+def _np_token(x, y, temperature=1.0, where=None, axis=-1, softcap=None):
+    """log softmax(cap(x) / T)[y] and the entropy of softmax(cap(x) / T), float64."""
+    x = np.array(x, np.float64)
+    if softcap is not None:
+        x = softcap * np.tanh(x / softcap)
+    z = np.moveaxis(x / temperature, axis, -1)
     if where is not None:
         z = np.where(np.moveaxis(np.broadcast_to(where, x.shape), axis, -1), z, -np.inf)
     m = np.max(z, axis=-1, keepdims=True)
@@ -46,13 +49,14 @@ def _logits(shape, seed):
 
 
 @pytest.mark.parametrize(
-    "temperature, masked, axis",
-    [(1.0, False, -1), (0.7, True, -1), (2.0, False, 0)],
+    "temperature, masked, axis, softcap",
+    [(1.0, False, -1, None), (0.7, True, -1, None), (2.0, False, 0, None), (0.7, True, -1, 1.5)],
 )
-def test_token_logprobs_values_and_gradients_match_float64_reference(x64, temperature, masked, axis):
+def test_token_logprobs_values_and_gradients_match_float64_reference(x64, temperature, masked, axis, softcap):
     rng = np.random.default_rng(0)
     x = _logits((2, 3, 6), 0)
-    x[0, 1, 2] = -np.inf  # a class with probability 0 (not a token)
+    if softcap is None:
+        x[0, 1, 2] = -np.inf  # a class with probability 0 (not a token); a cap would make it -softcap
     x = np.moveaxis(x, -1, axis)
     rows = (2, 3)
     k = x.shape[axis]
@@ -65,16 +69,18 @@ def test_token_logprobs_values_and_gradients_match_float64_reference(x64, temper
     c1, c2 = rng.normal(size=rows), rng.normal(size=rows)
 
     def ours(x):
-        lp, h = jaxkl.token_logprobs(x, y, temperature=temperature, axis=axis, where=where, return_entropy=True)
+        lp, h = jaxkl.token_logprobs(
+            x, y, temperature=temperature, axis=axis, where=where, return_entropy=True, softcap=softcap
+        )
         return jnp.sum(c1 * lp + c2 * h), (lp, h)
 
     (_, (lp, h)), g = jax.jit(jax.value_and_grad(ours, has_aux=True))(jnp.asarray(x))
-    want_lp, want_h = _np_token(x, y, temperature, where, axis)
+    want_lp, want_h = _np_token(x, y, temperature, where, axis, softcap)
     np.testing.assert_allclose(lp, want_lp, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h, want_h, rtol=1e-12, atol=1e-12)
 
     def ref(x):
-        a, b = _np_token(x, y, temperature, where, axis)
+        a, b = _np_token(x, y, temperature, where, axis, softcap)
         return np.sum(c1 * a + c2 * b)
 
     want_g = _central_diff(ref, x)
@@ -125,7 +131,9 @@ def test_token_logprobs_saves_only_the_inputs_and_per_row_statistics(capsys, ent
 # ------------------------------------------------------------------ fused form
 
 
-def test_fused_token_logprobs_match_the_reference_and_the_unfused_gradients(x64):
+@pytest.mark.parametrize("softcap, tile", [(None, None), (2.5, None), (None, 4), (2.5, 5)])
+def test_fused_token_logprobs_match_the_reference_and_the_unfused_gradients(x64, softcap, tile):
+    # tile: classes per tile (11 classes: 4 + 4 + 3, 5 + 5 + 1), the online statistics across tiles.
     rng = np.random.default_rng(4)
     n, d, v = 7, 3, 11
     h, w, b = rng.normal(size=(n, d)), rng.normal(size=(d, v)), rng.normal(size=v)
@@ -140,15 +148,22 @@ def test_fused_token_logprobs_match_the_reference_and_the_unfused_gradients(x64)
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(h, w, b)
 
     fused = lambda h, w, b: jaxkl.fused_linear_token_logprobs(
-        h, w, y, head_bias=b, temperature=1.5, return_entropy=True, chunk_size=3
+        h, w, y, head_bias=b, temperature=1.5, return_entropy=True, chunk_size=3, softcap=softcap,
+        vocab_chunk_size=tile,
     )
-    unfused = lambda h, w, b: jaxkl.token_logprobs(h @ w + b[None, :], y, temperature=1.5, return_entropy=True)
+    unfused = lambda h, w, b: jaxkl.token_logprobs(
+        h @ w + b[None, :], y, temperature=1.5, return_entropy=True, softcap=softcap
+    )
     value, grads = loss(fused)
-    want_lp, want_h = _np_token(h @ w + b, y, 1.5)
+    want_lp, want_h = _np_token(h @ w + b, y, 1.5, softcap=softcap)
     lp, ent = jax.jit(fused)(h, w, b)
     np.testing.assert_allclose(lp, want_lp, rtol=1e-12)
     np.testing.assert_allclose(ent, want_h, rtol=1e-12)
-    ref = lambda h_: np.sum(c1 * _np_token(h_ @ w + b, y, 1.5)[0] + c2 * _np_token(h_ @ w + b, y, 1.5)[1])
+
+    def ref(h_):
+        a, e = _np_token(h_ @ w + b, y, 1.5, softcap=softcap)
+        return np.sum(c1 * a + c2 * e)
+
     np.testing.assert_allclose(grads[0], _central_diff(ref, h), rtol=1e-6, atol=1e-8)
     want_value, want_grads = loss(unfused)
     np.testing.assert_allclose(value, want_value, rtol=1e-12)
@@ -156,12 +171,30 @@ def test_fused_token_logprobs_match_the_reference_and_the_unfused_gradients(x64)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_fused_token_logprobs_bf16_matches_unfused():
+def test_fused_token_logprobs_traced_temperature_and_bad_tokens_alike_with_and_without_tiles():
+    rng = np.random.default_rng(6)
+    h, w = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(4, 9)).astype(np.float32)
+    y = np.array([0, 8, 9, -1, 3])  # 9 and -1 are out of range: NaN, never a wrapped index
+    want_lp, want_h = _np_token(h.astype(np.float64) @ w, y.clip(0, 8), 0.6)
+
+    ok = np.array([True, True, False, False, True])
+    for tile in (None, 4):
+        fused = lambda t: jaxkl.fused_linear_token_logprobs(
+            h, w, y, temperature=t, return_entropy=True, vocab_chunk_size=tile
+        )
+        lp, ent = jax.jit(fused)(jnp.float32(0.6))  # a traced temperature
+        assert np.all(np.isnan(np.asarray(lp)[~ok]))
+        np.testing.assert_allclose(np.asarray(lp)[ok], want_lp[ok], rtol=1e-5)
+        np.testing.assert_allclose(ent, want_h, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [None, 8])
+def test_fused_token_logprobs_bf16_matches_unfused(tile):
     rng = np.random.default_rng(5)
     h = jnp.asarray(rng.normal(size=(6, 8)), jnp.bfloat16)
     w = jnp.asarray(rng.normal(size=(8, 33)), jnp.bfloat16)
     y = jnp.asarray(rng.integers(0, 33, size=6))
-    fused = lambda w: jaxkl.fused_linear_token_logprobs(h, w, y, chunk_size=4)
+    fused = lambda w: jaxkl.fused_linear_token_logprobs(h, w, y, chunk_size=4, vocab_chunk_size=tile)
     lp, g = jax.jit(lambda w: (fused(w), jax.grad(lambda w: jnp.sum(fused(w)))(w)))(w)
     assert lp.dtype == jnp.float32
     z = jnp.dot(h, w, preferred_element_type=jnp.float32)

@@ -91,3 +91,39 @@ def test_sharded_fused_distillation_equals_unsharded(mesh):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
     assert not np.asarray(got_grads[2]).any()  # the teacher gets no gradient
     assert "all-gather" not in step.lower(h, w, tw).compile().as_text()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_sharded_token_logprobs_and_entropy_equal_unsharded(mesh, fused):
+    # Both outputs weighted by random coefficients, so every row's gradient of each is checked.
+    h, w, b, _ = _head(3)
+    tokens = LABELS.clip(0)
+    c1, c2 = np.random.default_rng(4).normal(size=(2, N))
+    kw = dict(temperature=0.8, softcap=3.0, return_entropy=True)
+
+    def token_fn(axis_name):
+        if fused:
+            return lambda h, w, b: jaxkl.fused_linear_token_logprobs(
+                h, w, tokens, head_bias=b, chunk_size=3, axis_name=axis_name, **kw
+            )
+        return lambda h, w, b: jaxkl.token_logprobs(h @ w + b[None, :], tokens, axis_name=axis_name, **kw)
+
+    def sharded(h, w, b):
+        specs = (P(), P(None, "classes"), P("classes"))
+        return jax.shard_map(token_fn("classes"), mesh=mesh, in_specs=specs, out_specs=P())(h, w, b)
+
+    def weighted(f):
+        def total(h, w, b):
+            lp, ent = f(h, w, b)
+            return jnp.sum(c1 * lp + c2 * ent), (lp, ent)
+
+        return jax.jit(jax.value_and_grad(total, (0, 1, 2), has_aux=True))
+
+    step = weighted(sharded)
+    (_, got), got_grads = step(h, w, b)
+    (_, want), want_grads = weighted(token_fn(None))(h, w, b)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+    for g, r in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+    assert "all-gather" not in step.lower(h, w, b).compile().as_text()
