@@ -6,7 +6,7 @@ Run from the repository root::
     python -m bench.contrastive --time-size 2048x256 --repeats 3
 
 Memory is read from the compiled `jax.value_and_grad` (`memory_analysis()`,
-no allocation), at the issue's sizes: contrastive N x D = 16384 x 256 float32
+no allocation), at language-model sizes: contrastive N x D = 16384 x 256 float32
 (one N x N array is 1 GiB), top-k distillation rows x V x k = 2048 x 32768 x 64.
 Time (fwd + bwd, min and median of `--repeats` round-robin runs) is measured
 at `--time-size` for the contrastive loss only; on a shared machine it is a

@@ -156,7 +156,7 @@ def head_bytes_read(name, size, dtype):
     head = d * v * jnp.dtype(dtype).itemsize
     if name != "fused":
         return 2 * head  # logits = h @ W, and d hidden = d logits @ W.T
-    tile = tile_classes(None, v)
+    tile = tile_classes(None, v, d)
     chunks = -(-n // chunk_rows(None, n, tile or v, d))
     # Tiled: a forward sweep and a backward sweep; untiled: one sweep that does both.
     return (2 if tile else 1) * chunks * head

@@ -15,7 +15,7 @@ the sampled tokens.
   `-sum(p log p)` — what a user writes by hand.
 
 Memory is read from the compiled step (``memory_analysis()``, no allocation),
-so it is measured at the issue's size (N x D x V = 8192 x 1024 x 131072 f32)
+so it is measured at a language-model size (N x D x V = 8192 x 1024 x 131072 f32)
 on any machine; time needs real arrays and is measured at each of
 ``--time-sizes`` (one below and one above the class-tiling threshold of
 65,536 classes), round-robin, minimum (and median) over ``--repeats``.

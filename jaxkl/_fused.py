@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from . import _checks, _validate
 from ._chunks import chunked, unchunked
-from ._fused_tiles import tile_classes, tiled_cross_entropy_rows
+from ._fused_tiles import accumulate_outer, tile_classes, tiled_cross_entropy_rows
 from ._cross_entropy_loss import (
     CrossEntropyAux,
     LabelOptions,
@@ -97,32 +97,6 @@ def head_logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.
     return z if bias is None else z + bias.astype(z.dtype)[None, :]
 
 
-def _accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array) -> jax.Array:
-    """`total + h.T @ g` ([D, V]) one block of classes at a time.
-
-    XLA on CPU does not fuse the add into the matmul, so `h.T @ g` in one go
-    would be a fresh weight-sized temporary on every step. Updating `total`
-    block by block in place keeps the temporary at `D x block`, with the
-    block sized like one chunk of logits (`C x V` elements).
-    """
-    d, v = total.shape
-    block = min(v, max(1, g.size // max(d, 1)))
-
-    def update(start, size, total):
-        g_block = jax.lax.dynamic_slice_in_dim(g, start, size, axis=1)
-        part = jax.lax.dynamic_slice_in_dim(total, start, size, axis=1)
-        part = part + jnp.dot(h.T, g_block, preferred_element_type=total.dtype)
-        return jax.lax.dynamic_update_slice_in_dim(total, part, start, axis=1)
-
-    full = v // block
-    if full == 1 and v == block:
-        return update(0, v, total)
-    total = jax.lax.fori_loop(0, full, lambda j, t: update(j * block, block, t), total)
-    if v % block:
-        total = update(full * block, v % block, total)
-    return total
-
-
 def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     """Per-row values and, if `cotangent` is given, the VJP wrt hidden/weight/bias."""
     row_fn, params, size = static.row_fn, static.params, static.chunk_size
@@ -157,7 +131,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
         (g,) = pullback(ct_c.astype(acc))
         g_in = g.astype(weight.dtype)
         d_h = jnp.dot(g_in, weight.T, preferred_element_type=acc).astype(hidden.dtype)
-        d_weight = _accumulate_outer(d_weight, h_c, g_in)
+        d_weight = accumulate_outer(d_weight, h_c, g_in)
         if d_bias is not None:
             d_bias = d_bias + jnp.sum(g, axis=0)
         return (d_weight, d_bias), (values, aux, d_h)
@@ -414,8 +388,10 @@ def fused_linear_cross_entropy(
         log-sum-exp per token, and the backward pass recomputes each tile
         once: a chunk can hold many tokens whatever `V`, so the head matrix
         is read `O(N / chunk_size)` times per pass (four matmuls per step
-        instead of three). `None` tiles by 16,384 classes from `V = 65,536`
-        up and not below; `chunk_size=None` then picks about `2**22 / tile` tokens.
+        instead of three). `None` tiles from `V = 65,536`
+        up and not below, by about `2**22 / D` classes (between 1,024 and
+        16,384; 4,096 at `D = 1024`); `chunk_size=None` then picks about
+        `2**22 / tile` tokens.
       axis_name: inside `shard_map`, the mesh axis over which the classes
         are split: `head_weight[:, V_local]`, `head_bias[V_local]` and class
         `weight[V_local]` are this device's slice, `labels` are global class
@@ -486,7 +462,7 @@ def fused_linear_cross_entropy(
     counted = counted_examples(labels, ignore_index, where)
     counts = None if weight is None else label_weights(labels, weight, v, axis_name)[1]
     # Sharded, the head is split over classes: tiles would re-split this device's block.
-    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v)
+    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v, hidden.shape[1])
     if tile is None:
         rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
         static = Head(_cross_entropy_rows, options, rows, options.return_aux, axis_name)

@@ -32,19 +32,30 @@ from ._cross_entropy_loss import LabelOptions, label_coefficient, label_value
 from ._rowwise import compute_dtype, soft_capped
 
 
-# Class tiling is on by default from this vocabulary size, in tiles of
-# DEFAULT_TILE classes: untiled, a 2**22-logit chunk would hold under 64
-# tokens and re-read the whole head for each. Chosen by the arithmetic above,
-# not by a timing sweep (see docs/large-vocabularies.md).
+# Class tiling is on by default from this vocabulary size: untiled, a
+# 2**22-logit chunk would hold under 64 tokens and re-read the whole head for
+# each. Chosen by the arithmetic above, not by a timing sweep (see
+# docs/large-vocabularies.md).
 TILE_FROM_CLASSES = 65536
-DEFAULT_TILE = 16384
+# A tile's slice of the head (`D x tile`) is copied out of the head for its
+# matmul, so the default tile keeps it to about 2**22 elements, like the
+# chunk's logits: at D = 1024, 16,384-class tiles left 64 MiB slices and a
+# compiled temp of 2.0% of the logits at 8192 x 1024 x 131072 (the GRPO step
+# of `python -m bench.rl`); 4,096-class tiles, 0.9%.
+MAX_TILE, MIN_TILE, TILE_ELEMENTS = 16384, 1024, 2**22
 
 
-def tile_classes(vocab_chunk_size: Any, num_classes: int) -> int | None:
+def default_tile(hidden_size: int) -> int:
+    """Classes per tile for a head with `hidden_size` inputs (a multiple of 128)."""
+    tile = min(MAX_TILE, max(MIN_TILE, TILE_ELEMENTS // max(hidden_size, 1)))
+    return tile - tile % 128
+
+
+def tile_classes(vocab_chunk_size: Any, num_classes: int, hidden_size: int) -> int | None:
     """Classes per tile, or None for no class tiling (`vocab_chunk_size=None`: by size)."""
     size = _validate.positive_int_or_none(vocab_chunk_size, "vocab_chunk_size")
     if size is None:
-        return DEFAULT_TILE if num_classes >= TILE_FROM_CLASSES else None
+        return default_tile(hidden_size) if num_classes >= TILE_FROM_CLASSES else None
     return min(size, max(num_classes, 1))
 
 
@@ -83,7 +94,9 @@ class Tiles(NamedTuple):
 def _over_tiles(num_classes: int, size: int, body, carry):
     """`carry = body(start, size, carry)` over the class tiles: full tiles in a loop, then the rest."""
     full = num_classes // size
-    if full:
+    if full == 1:
+        carry = body(0, size, carry)
+    elif full:
         carry = jax.lax.fori_loop(0, full, lambda j, c: body(j * size, size, c), carry)
     if num_classes % size:
         carry = body(full * size, num_classes % size, carry)
@@ -99,6 +112,28 @@ def _tile_logits(h, weight, bias, start, size):
     """One tile of raw logits `[C, size]`, float32 accumulation."""
     z = jnp.dot(h, tile_slice(weight, start, size, 1), preferred_element_type=compute_dtype(weight.dtype))
     return z if bias is None else z + tile_slice(bias, start, size).astype(z.dtype)[None, :]
+
+
+def accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array, offset: Any = 0) -> jax.Array:
+    """`total[:, offset:offset + V_g] += h.T @ g` (`g` is `[C, V_g]`), one block of classes at a time.
+
+    XLA on CPU does not fuse the add into the matmul, so `h.T @ g` in one go
+    would be a fresh `D x V_g` temporary on every step: with `D` above the
+    chunk's `C` rows, larger than the chunk's logits themselves (at D = 1024
+    and 16,384-class tiles, 64 MiB per tile). Updating `total` block by block
+    in place keeps the temporary at `D x block`, with the block sized like
+    the chunk's logits (`C x V_g` elements).
+    """
+    d, v = total.shape[0], g.shape[1]
+    block = min(v, max(1, g.size // max(d, 1)))
+
+    def update(start, size, total):
+        g_block = jax.lax.dynamic_slice_in_dim(g, start, size, axis=1)
+        part = jax.lax.dynamic_slice_in_dim(total, offset + start, size, axis=1)
+        part = part + jnp.dot(h.T, g_block, preferred_element_type=total.dtype)
+        return jax.lax.dynamic_update_slice_in_dim(total, part, offset + start, axis=1)
+
+    return _over_tiles(v, block, update, total)
 
 
 def in_tile(idx, start, size):
@@ -152,8 +187,7 @@ def _backward(static, hidden, weight, bias, rows, shared, saved, cotangent):
             g = rule.cotangent(params, z, start, tile, rows_c, saved_c, shared, ct_c)
             g_in = g.astype(weight.dtype)
             d_h = d_h + jnp.dot(g_in, tile_slice(weight, start, tile, 1).T, preferred_element_type=acc)
-            part = tile_slice(d_weight, start, tile, 1) + jnp.dot(h_c.T, g_in, preferred_element_type=acc)
-            d_weight = jax.lax.dynamic_update_slice_in_dim(d_weight, part, start, axis=1)
+            d_weight = accumulate_outer(d_weight, h_c, g_in, start)
             if d_bias is not None:
                 part = tile_slice(d_bias, start, tile) + jnp.sum(g.astype(acc), axis=0)
                 d_bias = jax.lax.dynamic_update_slice_in_dim(d_bias, part, start, axis=0)

@@ -165,7 +165,8 @@ def fused_linear_token_logprobs(
         the classes a tile at a time, keeping an online log-sum-exp (and, for
         the entropy, an online `E_P[z]`) per token, and the backward pass
         recomputes each tile once, so a chunk holds many tokens whatever `V`.
-        `None` tiles by 16,384 classes from `V = 65,536` up and not below.
+        `None` tiles as [jaxkl.fused_linear_cross_entropy][] does (from
+        `V = 65,536` up, about `2**22 / D` classes per tile).
       axis_name: the mesh axis over which the head's classes are split (see
         above), or None.
 
@@ -199,7 +200,7 @@ def fused_linear_token_logprobs(
     axis_name = _validate.axis_name(axis_name)
     softcap = _validate.softcap(softcap)
     # Sharded, the head is split over classes already: no tiles within a device's slice.
-    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v)
+    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v, hidden.shape[1])
     if tile is None:
         options = TokenHead(scale, return_entropy, softcap, axis_name)
         static = Head(_token_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), axis_name=axis_name)

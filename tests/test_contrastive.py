@@ -177,7 +177,7 @@ def test_sharded_ring_equals_the_unsharded_loss(mesh):
 
 
 def test_compiled_temporaries_stay_below_two_percent_of_one_similarity_matrix():
-    # The size: N = 16384, D = 256 float32 (one N x N array is 1 GiB). Compile only.
+    # N = 16384, D = 256 float32 (one N x N array is 1 GiB). Compile only.
     n, d = 16384, 256
     emb = jax.ShapeDtypeStruct((n, d), jnp.float32)
     t = jax.ShapeDtypeStruct((), jnp.float32)
