@@ -6,7 +6,7 @@ Run from the repository root::
     python -m bench.fused_linear --time-size 1024x256x16384 --repeats 3
 
 Memory is read from the compiled `jax.value_and_grad` (`memory_analysis()`),
-which needs no allocation, so it is measured at the issue's full size
+which needs no allocation, so it is measured at the full size
 (8192 x 1024 x 65536 f32) even on a small machine. Time needs real arrays and
 runs of three N x D x V matmuls, so it is measured at `--time-size`; methods
 are run round-robin and the minimum over `--repeats` rounds is reported

@@ -16,7 +16,7 @@ from .jax_impls import TABLE
 TARGET_SIZE = (2048, 32768)  # rows x classes the headline targets are stated at (CPU float32)
 TIE = 0.95  # a jaxkl median within 5% of the fastest peer's is a tie, not a loss
 JAX_PEERS = ("optax", "jnp")
-# fwd+bwd speed-up over the fastest JAX peer required at TARGET_SIZE (the headline).
+# fwd+bwd speed-up over the fastest JAX peer required at TARGET_SIZE (the headline).
 HEADLINE_SPEEDUP = {"kl": 1.5, "entropy": 1.5, "js": 1.5, "ce_labels": 1.2}
 # The row kernels on logits, held to the floor, memory and bfloat16 targets at TARGET_SIZE.
 LOGITS_KERNELS = ("entropy", "cross_entropy", "kl", "js", "ce_labels")

@@ -40,7 +40,7 @@ def _grad_temp_bytes(f, shape):
 
 
 def test_compiled_gradient_temp_memory_is_far_below_one_input():
-    # The pinned size: 2048 x 32768 float32 (one input is 256 MiB). Compile only.
+    # The headline size: 2048 x 32768 float32 (one input is 256 MiB). Compile only.
     shape = (2048, 32768)
     one_input = shape[0] * shape[1] * 4
     ours = _grad_temp_bytes(jaxkl.kl_divergence_from_logits, shape)
