@@ -17,7 +17,9 @@ Peers: `jaxkl-unfused` (`jaxkl.log_softmax` on materialised logits) and
 materialised logits), both the mean over tokens, like the fused call.
 
 ``--sweep`` measures every (N, D, V) of ``--sweep-sizes`` in float32 and
-bfloat16 against optax and plain ``jnp`` on materialised logits: compiled
+bfloat16 against optax and plain ``jnp`` on materialised logits (and Tokamax's
+``linear_softmax_cross_entropy_loss`` when ``tokamax`` is installed: off TPU
+its XLA implementation forms the logits too): compiled
 temp memory always (compile only), the head-matrix bytes each method reads
 per step (from the chunk and tile sizes the fused call picks), and time with
 ``--time`` for the sizes whose materialised logits fit ``--time-limit-gib``::
@@ -29,6 +31,7 @@ per step (from the chunk and tile sizes the fused call picks), and time with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 from pathlib import Path
@@ -131,7 +134,9 @@ def markdown(result) -> str:
     return "\n".join(lines) + "\n"
 
 
-SWEEP_SIZES = "2048x512x32768,8192x1024x65536,8192x1024x262144"
+# The first three are timed on a 2-core CPU in minutes (V = 32,768 untiled; 131,072 and
+# 262,144 tiled); the last two are compiled only (their logits alone are 2 and 8 GiB).
+SWEEP_SIZES = "2048x512x32768,1024x512x131072,512x512x262144,8192x1024x65536,8192x1024x262144"
 
 
 def sweep_methods():
@@ -144,7 +149,15 @@ def sweep_methods():
         z = jnp.dot(h, w, preferred_element_type=jnp.float32)
         return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(z, y))
 
-    return {"jnp": plain, "optax": with_optax, "fused": jaxkl.fused_linear_cross_entropy}
+    peers = {"jnp": plain, "optax": with_optax}
+    if importlib.util.find_spec("tokamax") is not None:  # an optional peer, when installed
+        import tokamax
+        from absl import flags
+
+        # Tokamax reads absl flags from sys.argv on first use; ours are not its flags.
+        flags.FLAGS.mark_as_parsed()
+        peers["tokamax"] = lambda h, w, y: tokamax.linear_softmax_cross_entropy_loss(h, y, w, reduction="mean")
+    return {**peers, "fused": jaxkl.fused_linear_cross_entropy}
 
 
 def head_bytes_read(name, size, dtype):
@@ -213,7 +226,8 @@ def main(argv=None):
     parser.add_argument("--sweep", action="store_true", help="the (N, D, V) x dtype sweep")
     parser.add_argument("--sweep-sizes", default=SWEEP_SIZES)
     parser.add_argument("--time", action="store_true", help="with --sweep: also time the sizes that fit")
-    parser.add_argument("--time-limit-gib", type=float, default=16.0)
+    parser.add_argument("--time-limit-gib", type=float, default=4.0,
+                        help="with --time: time a size only if three N x V f32 arrays fit in this")
     args = parser.parse_args(argv)
     if args.sweep:
         rows = sweep([_size(s) for s in args.sweep_sizes.split(",")], args.time, args.repeats, args.time_limit_gib)
