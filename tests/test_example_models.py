@@ -124,3 +124,89 @@ def test_vae_digits_elbo_split_matches_numpy(tmp_path, capsys):
     np.testing.assert_allclose(metrics["elbo"], -(kl + reconstruction).mean(), rtol=1e-5)
     assert last_line(capsys).startswith("test ELBO")
     assert figure.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_grpo_toy_runs(tmp_path, capsys):
+    example = load_example("grpo_toy", "equinox")
+    figure = tmp_path / "grpo.png"
+    steps = 4
+    result = example.main(steps=steps, digits=2, prompts=4, group=4, width=8, log_every=2, figure=figure)
+    history = result["history"]
+    assert {name: len(values) for name, values in history.items()} == dict.fromkeys(
+        ("reward", "exact", "kl", "entropy", "loss"), steps)
+    assert all(0.0 <= r <= 1.0 for r in history["reward"] + history["exact"])
+    # The first step's policy is its reference: the k3 estimate is exactly 0; then >= 0.
+    assert history["kl"][0] == 0.0 and min(history["kl"]) >= 0.0
+    assert all(0.0 < h <= np.log(10) + 1e-5 for h in history["entropy"])  # ten digits
+    # 4 steps: "first" and "final" are means over 1 step.
+    assert result["first_reward"] == history["reward"][0] and result["final_reward"] == history["reward"][-1]
+    line = last_line(capsys)
+    assert line.startswith("final mean reward")
+    assert f"{result['final_reward']:.3f} (first {result['first_reward']:.3f}" in line
+    assert f"KL to the reference {result['final_kl']:.4f}" in line
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_grpo_toy_reward_matches_a_reference():
+    example = load_example("grpo_toy", "equinox")
+    # "target=digits": the prompt and the completion as the policy reads and writes them.
+    strings = ["23=5981", "23=5990", "00=0000", "36=9999", "07=4111", "07=4115", "34=9886", "18=0000", "05=9999"]
+
+    def reference(text):  # 1 for the exact sum, falling by 1/9 per unit of error, floored at 0
+        prompt, completion = text.split("=")
+        return max(0.0, 1.0 - abs(sum(int(c) for c in completion) - int(prompt)) / 9.0)
+
+    targets = jnp.array([int(s[:2]) for s in strings])
+    completions = jnp.array([[int(c) for c in s[3:]] for s in strings])
+    expected = [reference(s) for s in strings]
+    assert expected[:4] == [1.0, 1.0, 1.0, 1.0] and expected[-2:] == [0.0, 0.0]
+    np.testing.assert_allclose(example.reward(targets, completions), expected, rtol=1e-6)
+    prompts = np.asarray(example.encode_prompts(targets))
+    assert prompts.tolist() == [[int(s[0]), int(s[1]), example.EQUALS] for s in strings]
+
+
+def test_grpo_toy_logprobs_match_numpy():
+    example = load_example("grpo_toy", "equinox")
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(12, 8)).astype(np.float32)
+    head = rng.normal(size=(8, 10)).astype(np.float32)  # logits of spread ~3: entropies well above 0
+    tokens = rng.integers(0, 10, 12)
+    log_p = numpy_log_softmax(hidden.astype(np.float64) @ head.astype(np.float64))
+    logprobs, entropy = example.token_logprobs(jnp.asarray(hidden), jnp.asarray(head), jnp.asarray(tokens))
+    # atol: float32 logits round at ~1e-6, which a value near 0 cannot hide in rtol.
+    np.testing.assert_allclose(logprobs, log_p[np.arange(12), tokens], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(entropy, -np.sum(np.exp(log_p) * log_p, -1), rtol=1e-5, atol=1e-6)
+
+    # Through the policy: completion token k is scored by the hidden state after the token
+    # before it (row 2 + k of prompt + completion), for a random initialisation, random prompts
+    # and every two-digit completion (the width of the tiny run, the shapes of the sampler test:
+    # compiled once).
+    model = example.init_policy(8, jax.random.key(4, impl="rbg"))
+    prompts = example.encode_prompts(jnp.asarray(rng.integers(0, 37, 100)))
+    completions = jnp.array([[a, b] for a in range(10) for b in range(10)])
+    logprobs, entropy = example.completion_logprobs(model, prompts, completions)
+    rows = np.asarray(jax.vmap(model.hidden)(jnp.concatenate([prompts, completions], 1)), np.float64)[:, 2:4]
+    log_p = numpy_log_softmax(rows @ np.asarray(model.head, np.float64))  # [100, 2, 10]
+    np.testing.assert_allclose(logprobs, np.take_along_axis(log_p, np.asarray(completions)[..., None], -1)[..., 0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(entropy, -np.sum(np.exp(log_p) * log_p, -1), rtol=1e-5, atol=1e-6)
+
+
+def test_grpo_toy_sampler_draws_from_the_scored_distribution():
+    # GRPO's ratio is 1 on-policy only if the sampler and the scorer are the same distribution.
+    example = load_example("grpo_toy", "equinox")
+    import equinox as eqx  # present: load_example checked
+
+    model = example.init_policy(8, jax.random.key(1, impl="rbg"))
+    model = eqx.tree_at(lambda m: m.head, model, 3.0 * model.head)  # entropies ~0.75 nats, not near-uniform
+    n = 20_000
+    prompts = example.encode_prompts(jnp.full((n,), 11))
+    completions = np.asarray(example.sample(model, prompts, 2, jax.random.key(2, impl="rbg")))
+    observed = np.bincount(completions[:, 0] * 10 + completions[:, 1], minlength=100) / n
+    pairs = jnp.array([[a, b] for a in range(10) for b in range(10)])
+    logprobs, _ = example.completion_logprobs(model, prompts[:100], pairs)
+    expected = np.exp(np.asarray(logprobs, np.float64).sum(1))
+    np.testing.assert_allclose(expected.sum(), 1.0, rtol=1e-5)
+    # Total variation: 0.01 here (sampling noise); drawing the second digit without the first, or
+    # for the prompt "12=", would be 0.26 to 0.29 away.
+    assert 0.5 * np.abs(observed - expected).sum() < 0.05
