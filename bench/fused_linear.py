@@ -25,13 +25,14 @@ per step (from the chunk and tile sizes the fused call picks), and time with
 ``--time`` for the sizes whose materialised logits fit ``--time-limit-gib``::
 
     python -m bench.fused_linear --sweep                 # memory and head reads only
-    python -m bench.fused_linear --sweep --time --repeats 3
+    python -m bench.fused_linear --sweep --time --repeats 3 --figure docs/img/fused-linear-sweep.png
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import time
 from pathlib import Path
@@ -216,6 +217,56 @@ def sweep_markdown(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fused_speedups(rows):
+    """`(label, fastest peer / fused)` for every timed (size, dtype) of the sweep."""
+    out = []
+    for r in rows:
+        if r["method"] != "fused" or not r["min_s"]:
+            continue
+        peers = [q["min_s"] for q in rows if q["size"] == r["size"] and q["dtype"] == r["dtype"]
+                 and q["method"] != "fused" and q["min_s"]]
+        label = f"{' x '.join(map(str, r['size']))}\n{'f32' if r['dtype'] == 'float32' else 'bf16'}"
+        out.append((label, min(peers) / r["min_s"]))
+    return out
+
+
+def sweep_figure(rows, path: Path) -> None:
+    """Speed over the fastest peer (timed sizes) and compiled temp memory per method (every size)."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    speed = _fused_speedups(rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=(1, 1.4))
+    if speed:
+        labels, ratios = zip(*speed)
+        left.bar(range(len(ratios)), ratios, color=["tab:green" if x >= 0.95 else "tab:red" for x in ratios])
+        left.set_xticks(range(len(ratios)), labels, fontsize=7)
+        for i, x in enumerate(ratios):
+            left.text(i, x, f"{x:.2f}", ha="center", va="bottom", fontsize=8)
+    left.axhline(1.0, color="black", lw=0.8)
+    left.set_ylabel("fastest peer time / fused time")
+    left.set_title("fused speed-up, value and gradient (N x D x V)", fontsize=10)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    keys = list(dict.fromkeys((tuple(r["size"]), r["dtype"]) for r in rows))
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        pct = [next((100 * r["temp_bytes"] / (r["size"][0] * r["size"][2] * 4) for r in rows
+                     if (tuple(r["size"]), r["dtype"]) == k and r["method"] == method), 0.0) for k in keys]
+        right.bar([i + j * width for i in range(len(keys))], pct, width, label=method)
+    right.set_yscale("log")
+    right.axhline(2.0, color="black", lw=0.8, ls="--")
+    right.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))],
+                     [f"{' x '.join(map(str, size))}\n{'f32' if dt == 'float32' else 'bf16'}" for size, dt in keys],
+                     fontsize=6)
+    right.set_ylabel("compiled temp, % of one N x V f32 array")
+    right.set_title("memory of jax.value_and_grad (compile only); dashed: 2%", fontsize=10)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory-size", type=_size, default=(8192, 1024, 65536))
@@ -228,10 +279,17 @@ def main(argv=None):
     parser.add_argument("--time", action="store_true", help="with --sweep: also time the sizes that fit")
     parser.add_argument("--time-limit-gib", type=float, default=4.0,
                         help="with --time: time a size only if three N x V f32 arrays fit in this")
+    parser.add_argument("--figure", type=Path, help="with --sweep: also draw the sweep to this PNG")
+    parser.add_argument("--from-json", type=Path, help="with --sweep: redraw from a saved sweep, measuring nothing")
     args = parser.parse_args(argv)
     if args.sweep:
-        rows = sweep([_size(s) for s in args.sweep_sizes.split(",")], args.time, args.repeats, args.time_limit_gib)
-        save(args.out, "fused_linear_sweep", rows, sweep_markdown(rows))
+        if args.from_json:
+            rows = json.loads(args.from_json.read_text())
+        else:
+            rows = sweep([_size(s) for s in args.sweep_sizes.split(",")], args.time, args.repeats, args.time_limit_gib)
+            save(args.out, "fused_linear_sweep", rows, sweep_markdown(rows))
+        if args.figure:
+            sweep_figure(rows, args.figure)
         return
     chunks = [int(c) for c in args.chunks.split(",")]
     dtype = jnp.float32
