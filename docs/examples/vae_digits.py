@@ -75,6 +75,18 @@ def mean_image(logits):
     return (jaxkl.softmax(logits) @ jnp.arange(LEVELS, dtype=logits.dtype)).reshape(-1, 8, 8) / 16.0
 
 
+# Compiled whole: run eagerly, every operation of the MLPs would be compiled on its own.
+new_vae = eqx.filter_jit(lambda latent, hidden, key: VAE(latent=latent, hidden=hidden, key=key))
+
+
+@eqx.filter_jit
+def figure_images(model, digits, key):
+    """Reconstructions of `digits` from the mean z, and 16 samples from the prior (expected pixels)."""
+    recon = mean_image(model.logits(model.posterior(digits).loc))
+    samples = mean_image(model.logits(jax.random.normal(key, (16, model.decoder.in_size))))
+    return recon, samples
+
+
 def main(*, steps=1500, latent=8, hidden=128, batch=128, learning_rate=1e-3, eval_every=100,
          seed=0, figure=None, verbose=True):
     """Trains the VAE; returns the final test metrics, the curves, the model and the test pixels."""
@@ -85,7 +97,7 @@ def main(*, steps=1500, latent=8, hidden=128, batch=128, learning_rate=1e-3, eva
     test, train = jnp.asarray(pixels[order[:n_test]]), jnp.asarray(pixels[order[n_test:]])
 
     key, k_model = jax.random.split(jax.random.key(seed))
-    model = VAE(latent=latent, hidden=hidden, key=k_model)
+    model = new_vae(latent, hidden, k_model)
     optimizer = optax.adam(learning_rate)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
 
@@ -146,8 +158,7 @@ def plot(model, test, curves, key, path):
         return np.vstack([np.hstack(images[:4]), np.hstack(images[4:8])])
 
     digits = test[:8]
-    recon = mean_image(model.logits(model.posterior(digits).loc))
-    samples = mean_image(model.logits(jax.random.normal(key, (16, model.decoder.in_size))))
+    recon, samples = (np.asarray(x) for x in figure_images(model, digits, key))
     gap = np.full((2, 40), np.nan)  # blank lines between the two blocks
     tiles = {"test digits (top),\nreconstructions from the mean z": np.vstack(
                 [tile(digits.reshape(-1, 8, 8) / 16.0), gap, tile(recon)]),
