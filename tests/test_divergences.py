@@ -87,7 +87,7 @@ def test_gradients_follow_the_formulas():
 def test_check_grads_second_order_float64(x64):
     # Interior points: finite differences must not step outside [0, 1].
     p, q = (0.5 * x.astype(np.float64) + 0.5 / x.shape[-1] for x in _probs(5, zeros=False))
-    # Forward mode to first order, reverse mode (and forward over reverse) to second.
+    # Forward mode to first order, reverse mode to second (reverse over reverse).
     for f, args in ((jaxkl.kl_divergence, (p, q)), (jaxkl.cross_entropy, (p, q)),
                     (jaxkl.js_divergence, (p, q)), (jaxkl.entropy, (p,))):
         check_grads(jax.jit(f), args, order=1, modes=("fwd",))

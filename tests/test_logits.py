@@ -186,8 +186,8 @@ def test_check_grads_second_order_float64(name, x64):
     a, b = rng.standard_normal((2, 5)), rng.standard_normal((2, 5))
     keep = jnp.array([True, False, True, True, True])
     f = jax.jit(lambda a, b: ours(a, b, where=keep))
-    # Forward mode to first order, reverse mode (and forward over reverse: jax.hessian) to second:
-    # forward over forward repeats the same rule and doubled this test's time.
+    # Forward mode to first order, reverse mode to second (reverse over reverse): the other
+    # pairings of modes repeat the same rules and doubled this test's time.
     check_grads(f, (a, b), order=1, modes=("fwd",))
     check_grads(f, (a, b), order=2, modes=("rev",))
 
