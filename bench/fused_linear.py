@@ -217,6 +217,12 @@ def sweep_markdown(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short_label(size, dtype):
+    """A tick label that fits under one bar: N x D, then x V, then the dtype."""
+    n, d, v = size
+    return f"{n}x{d}\nx{v}\n{'f32' if dtype == 'float32' else 'bf16'}"
+
+
 def _fused_speedups(rows):
     """`(label, fastest peer / fused)` for every timed (size, dtype) of the sweep."""
     out = []
@@ -225,7 +231,7 @@ def _fused_speedups(rows):
             continue
         peers = [q["min_s"] for q in rows if q["size"] == r["size"] and q["dtype"] == r["dtype"]
                  and q["method"] != "fused" and q["min_s"]]
-        label = f"{' x '.join(map(str, r['size']))}\n{'f32' if r['dtype'] == 'float32' else 'bf16'}"
+        label = _short_label(r["size"], r["dtype"])
         out.append((label, min(peers) / r["min_s"]))
     return out
 
@@ -256,11 +262,10 @@ def sweep_figure(rows, path: Path) -> None:
     right.set_yscale("log")
     right.axhline(2.0, color="black", lw=0.8, ls="--")
     right.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))],
-                     [f"{' x '.join(map(str, size))}\n{'f32' if dt == 'float32' else 'bf16'}" for size, dt in keys],
-                     fontsize=6)
+                     [_short_label(size, dt) for size, dt in keys], fontsize=7)
     right.set_ylabel("compiled temp, % of one N x V f32 array")
     right.set_title("memory of jax.value_and_grad (compile only); dashed: 2%", fontsize=10)
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
