@@ -11,43 +11,36 @@ from jax.typing import ArrayLike
 from . import _validate
 from ._fused import Head, chunk_rows, head_rows
 from ._fused_tiles import TileRule, Tiles, in_tile, tile_classes, tiled_rows
-from ._rowwise import soft_capped
+from ._rowwise import label_mask, soft_capped
 from ._token_logprobs import token_values
 
 
 class TokenHead(NamedTuple):
-    """The static options of the fused token rows."""
+    """The static options of the fused token rows (tiled or not)."""
 
     scale: float  # 1 / temperature when known at trace time, else 1
     entropy: bool
     softcap: float | None
-    axis_name: Any
+    axis_name: Any  # None with tiles: tiles never split a device's classes
+
+
+def _capped(params, z, traced_temperature):
+    """As in `token_logprobs`: the cap first, then a traced temperature (a static one is `scale`)."""
+    z = soft_capped(z, params.softcap)
+    return z if traced_temperature is None else z / traced_temperature.astype(z.dtype)
 
 
 def _token_rows(options, logits, tokens, traced_temperature):
     """`token_values` of one chunk of float32 logits [C, V]: the unfused kernel's own rows."""
-    # As in `token_logprobs`: the cap first, then the temperature.
-    logits = soft_capped(logits, options.softcap)
-    if traced_temperature is not None:
-        logits = logits / traced_temperature.astype(logits.dtype)
+    logits = _capped(options, logits, traced_temperature)
     return token_values(
         logits, tokens, axis=1, scale=options.scale, entropy=options.entropy, axis_name=options.axis_name
     )
 
 
-class TokenTiles(NamedTuple):
-    """The static options of the class-tiled token rows."""
-
-    scale: float  # 1 / temperature when known at trace time, else 1
-    entropy: bool
-    softcap: float | None
-
-
 def _tempered(params, z, traced_temperature):
     """The logits of the sampled distribution: capped, then divided by the temperature."""
-    z = soft_capped(z, params.softcap)
-    if traced_temperature is not None:
-        z = z / traced_temperature.astype(z.dtype)
+    z = _capped(params, z, traced_temperature)
     return z if params.scale == 1.0 else z * params.scale
 
 
@@ -69,7 +62,7 @@ def _tile_update(params, carry, z, start, size, rows, traced_temperature):
         moved = jnp.where(s > 0, (m - new_m) * s, 0.0)
         u = rescale * (u + moved) + jnp.sum(e * (z - new_m[:, None]), axis=1)
     s = s * rescale + jnp.sum(e, axis=1)
-    token = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) == in_tile(rows[0], start, size)[:, None]
+    token = label_mask(in_tile(rows[0], start, size), z.shape, 1)
     picked = picked + jnp.sum(jnp.where(token, z, 0.0), axis=1)
     return new_m, s, picked, u
 
@@ -93,7 +86,7 @@ def _tile_cotangent(params, z, start, size, rows, saved, traced_temperature, ct)
     tempered, tempered_vjp = jax.vjp(lambda z: _tempered(params, z, traced_temperature), z)
     logq = tempered.astype(lse.dtype) - lse[:, None]
     p = jnp.exp(logq)
-    token = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) == in_tile(rows[0], start, size)[:, None]
+    token = label_mask(in_tile(rows[0], start, size), z.shape, 1)
     ct_logp = ct[:, 0] if params.entropy else ct
     coef = ct_logp[:, None] * (jnp.where(token, 1.0, 0.0) - p)
     if params.entropy:
@@ -201,13 +194,12 @@ def fused_linear_token_logprobs(
     softcap = _validate.softcap(softcap)
     # Sharded, the head is split over classes already: no tiles within a device's slice.
     tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v, hidden.shape[1])
+    options = TokenHead(scale, return_entropy, softcap, axis_name)
     if tile is None:
-        options = TokenHead(scale, return_entropy, softcap, axis_name)
         static = Head(_token_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), axis_name=axis_name)
         values = head_rows(static, hidden, weight, bias, tokens, traced)
     else:
-        params = TokenTiles(scale, return_entropy, softcap)
-        static = Tiles(TOKEN_TILES, params, chunk_rows(chunk_size, n, tile, hidden.shape[1]), tile)
+        static = Tiles(TOKEN_TILES, options, chunk_rows(chunk_size, n, tile, hidden.shape[1]), tile)
         in_range = (tokens >= 0) & (tokens < v)
         idx = jnp.where(in_range, tokens, 0).astype(jnp.int32)
         values, _ = tiled_rows(static, hidden, weight, bias, (idx, in_range), traced)
