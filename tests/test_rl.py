@@ -398,3 +398,17 @@ def test_preference_loss_large_margins_and_bad_arguments():
         jaxkl.preference_loss(c, r, z, z, loss_type="simpo")
     with pytest.raises(ValueError, match="gamma"):
         jaxkl.preference_loss(c, r, z, z, gamma=1.0)
+
+
+def test_token_logprobs_options_reject_bad_values_by_name():
+    x, y = jnp.zeros((2, 3)), jnp.array([0, 1])
+    h, w = jnp.zeros((2, 4)), jnp.zeros((4, 3))
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="softcap"):
+            jaxkl.token_logprobs(x, y, softcap=bad)
+        with pytest.raises(ValueError, match="softcap"):
+            jaxkl.fused_linear_token_logprobs(h, w, y, softcap=bad)
+    with pytest.raises(ValueError, match="vocab_chunk_size"):
+        jaxkl.fused_linear_token_logprobs(h, w, y, vocab_chunk_size=0)
+    with pytest.raises(TypeError, match="axis_name"):
+        jaxkl.token_logprobs(x, y, axis_name=["classes"])
