@@ -14,15 +14,17 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from . import baselines, harness, jax_impls, report
+from . import baselines, harness, isolated, jax_impls, report
 
 DESCRIPTION = """\
 Time jaxkl's kernels and losses against the JAX peers people use instead (optax,
 plain jnp/jax.nn autodiff) and, where installed, NumPy and PyTorch CPU: forward
-(fwd) and value plus gradient (fwd+bwd), side by side in one process, on every
-backend JAX sees. The first line printed says how many cells (kernel x shape x
-dtype x mode) jaxkl is at least as fast as the fastest JAX peer in (a median
-within 5% is a tie); then the speed-up grid and the targets. Every timing goes to
+(fwd) and value plus gradient (fwd+bwd), on every backend JAX sees. Each kernel's
+implementations are timed side by side, interleaved, in a fresh process of their
+own (see bench/isolated.py for why; --in-process times everything in one).
+The first line printed says how many cells (kernel x shape x dtype x mode)
+jaxkl is at least as fast as the fastest JAX peer in (a median within 5% is a
+tie); then the speed-up grid and the targets. Every timing goes to
 <out>/results.md and results.json, the speed-up plot to <out>/speedup.png."""
 
 ALL_IMPLS = ("jaxkl", "optax", "jnp", "numpy", "torch")
@@ -96,6 +98,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="results folder (default bench/results/<preset>)")
     ap.add_argument("--docs", action="store_true", help="also regenerate docs/benchmarks.md and README's numbers")
     ap.add_argument("--details", action="store_true", help="also print every timing (always in results.md)")
+    ap.add_argument(
+        "--in-process", dest="isolate", action="store_false",
+        help="time every kernel in this one process instead of one fresh process per kernel "
+        "(faster to start; large-shape timings then depend on what else the process holds)",
+    )
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
     ap.add_argument("--from-json", type=Path, help="re-render the reports from a results.json instead of measuring")
@@ -173,6 +180,8 @@ def run(args: argparse.Namespace) -> dict:
     results = {
         "preset": args.preset,
         "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None,
+        # One fresh process per kernel (bench.isolated), or all in this one (--in-process).
+        "isolated": args.isolate,
         "machine": machine_info(),
         "versions": versions(),
         "backends": [],
@@ -206,11 +215,45 @@ def _run_config(args, platform_name, device, dtype, rows, classes, budget, progr
     item = 2 if dtype == "bfloat16" else 4
     if 6 * rows * classes * item > budget:
         return {**config, "skipped": "inputs over the memory budget", "entries": [], "skipped_entries": []}
+    measured = _measure_isolated if args.isolate else _measure_in_process
+    config |= measured(args, config, device, budget, progress, label)
+    # Accuracy is only checked (report.targets) at the size the targets name.
+    at_target = dtype == "bfloat16" and (rows, classes) == report.TARGET_SIZE
+    accuracy = harness.bf16_accuracy(args.kernels, harness.host_inputs(rows, classes, dtype), device) if at_target else []
+    return {**config, "bf16_accuracy": accuracy}
+
+
+def _measure_isolated(args, config, device, budget, progress, label) -> dict:
+    """Each kernel's entries timed in a fresh process (`bench.isolated` says why)."""
+    task = progress.add_task(f"{label}: one process per kernel", total=len(args.kernels)) if progress else None
+    out = {"setup_s": 0.0, "repeats": args.repeats, "entries": [], "skipped_entries": []}
+    for kernel in args.kernels:
+        spec = {
+            k: config[k] for k in ("backend", "dtype", "rows", "classes")
+        } | dict(
+            kernel=kernel, impls=list(args.impls), budget=budget, repeats=args.repeats,
+            # --seconds caps a whole configuration: each kernel gets its share.
+            seconds=args.seconds / len(args.kernels),
+        )
+        got = isolated.run(spec)
+        out["setup_s"] += got["setup_s"]
+        out["repeats"] = min(out["repeats"], got["repeats"])
+        out["entries"] += got["entries"]
+        out["skipped_entries"] += got["skipped_entries"]
+        if progress:
+            progress.advance(task)
+    if progress:
+        progress.remove_task(task)
+    return out
+
+
+def _measure_in_process(args, config, device, budget, progress, label) -> dict:
+    """Every kernel's entries compiled and timed in this process (`--in-process`)."""
     task = progress.add_task(f"{label}: compiling", total=None) if progress else None
-    arrays = harness.host_inputs(rows, classes, dtype)
+    arrays = harness.host_inputs(config["rows"], config["classes"], config["dtype"])
     start = time.perf_counter()
     entries, skipped = harness.jax_entries(args.kernels, args.impls, device, arrays, budget)
-    if platform_name == "cpu":  # NumPy and PyTorch run on the host, interleaved with JAX's CPU entries
+    if config["backend"] == "cpu":  # NumPy and PyTorch run on the host, interleaved with JAX's CPU entries
         more, more_skipped = harness.host_entries(args.kernels, args.impls, arrays, budget)
         entries += more
         skipped += more_skipped
@@ -222,16 +265,11 @@ def _run_config(args, platform_name, device, dtype, rows, classes, budget, progr
     )
     if progress:
         progress.remove_task(task)
-    # Accuracy is only checked (report.targets) at the size the targets name.
-    at_target = dtype == "bfloat16" and (rows, classes) == report.TARGET_SIZE
-    accuracy = harness.bf16_accuracy(args.kernels, arrays, device) if at_target else []
     return {
-        **config,
         "setup_s": setup_s,
         "repeats": repeats,
         "entries": [e.record() for e in entries],
         "skipped_entries": skipped,
-        "bf16_accuracy": accuracy,
     }
 
 

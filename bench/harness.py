@@ -1,10 +1,11 @@
 """Timing harness: every implementation of every kernel, side by side, interleaved.
 
-For one (backend, dtype, rows, classes) configuration all entries — every
+For one (backend, dtype, rows, classes) configuration the entries — each
 kernel x implementation x {fwd, fwdbwd}, plus the floors — are compiled first
 (compile time recorded apart), warmed up once, and then timed `repeats`
 times in a rotating order, so a slow phase of a shared machine hits all of
-them alike. The reported number is the median.
+them alike. The reported number is the median. `python -m bench` calls this
+for one kernel at a time, each in a fresh process (`bench.isolated`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ HIDDEN = 128
 TOPK = 64
 
 
-def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
+# The integer inputs (labels, top-k indices); every other input is in the configuration's dtype.
+INTEGER_INPUTS = "yi"
+
+
+def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0, names: str | None = None) -> dict[str, np.ndarray]:
     """The arrays kernels take (`jax_impls` module docstring), as NumPy arrays in `dtype`.
 
     Logits `a`, `b`, probabilities `p`, labels `y`; hidden states `h`
@@ -69,27 +74,58 @@ def host_inputs(rows: int, classes: int, dtype: str, seed: int = 0) -> dict[str,
     that `h @ w` has unit variance; paired embeddings `e`, `g`
     `[rows, HIDDEN]`; the top-k classes `i` of `log_softmax(b)` and their
     log-probabilities `l`.
+
+    `names` (e.g. `"ay"`) makes only those arrays (and what they are derived
+    from): each array draws from its own seeded stream, so an array has the same
+    values whichever others are made beside it.
     """
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
-    b = rng.standard_normal((rows, classes), dtype=np.float32) * np.float32(3.0)
-    p = softmax(b + rng.standard_normal((rows, classes), dtype=np.float32), axis=-1)
-    y = rng.integers(0, classes, size=rows, dtype=np.int32)
-    h = rng.standard_normal((rows, HIDDEN), dtype=np.float32)
-    w = rng.standard_normal((HIDDEN, classes), dtype=np.float32) * np.float32(HIDDEN**-0.5)
-    # Paired unit embeddings for the contrastive loss: g a noisy view of e (cosine ~0.24),
-    # so that at T = 0.07 the positives do not swamp every negative.
-    g = h + 4 * rng.standard_normal((rows, HIDDEN), dtype=np.float32)
-    g /= np.linalg.norm(g, axis=-1, keepdims=True)
-    h_unit = h / np.linalg.norm(h, axis=-1, keepdims=True)
-    # The teacher's top-k (indices i, log-probabilities l) of log_softmax(b).
-    k = min(TOPK, max(1, classes // 2))
-    log_p = b - np.log(np.sum(np.exp(b - b.max(-1, keepdims=True)), -1, keepdims=True)) - b.max(-1, keepdims=True)
-    i = np.argsort(-log_p, axis=-1, kind="stable")[:, :k].astype(np.int32)
-    l = np.take_along_axis(log_p, i, axis=-1)
+    made: dict[str, np.ndarray] = {}
+
+    def rng(name: str) -> np.random.Generator:
+        return np.random.default_rng([seed, ord(name)])
+
+    def normal(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        return rng(name).standard_normal(shape, dtype=np.float32)
+
+    def log_p() -> np.ndarray:
+        b = get("b")
+        shift = b.max(-1, keepdims=True)
+        return b - shift - np.log(np.sum(np.exp(b - shift), -1, keepdims=True))
+
+    def top_k() -> np.ndarray:
+        # The teacher's top-k indices of log_softmax(b); their log-probabilities go to `l`.
+        k = min(TOPK, max(1, classes // 2))
+        lp = log_p()
+        i = np.argsort(-lp, axis=-1, kind="stable")[:, :k].astype(np.int32)
+        made["l"] = np.take_along_axis(lp, i, axis=-1)
+        return i
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    recipes = {
+        "a": lambda: normal("a", (rows, classes)) * np.float32(3.0),
+        "b": lambda: normal("b", (rows, classes)) * np.float32(3.0),
+        "p": lambda: softmax(get("b") + normal("p", (rows, classes)), axis=-1),
+        "y": lambda: rng("y").integers(0, classes, size=rows, dtype=np.int32),
+        "h": lambda: normal("h", (rows, HIDDEN)),
+        "w": lambda: normal("w", (HIDDEN, classes)) * np.float32(HIDDEN**-0.5),
+        "e": lambda: unit(get("h")),
+        # Paired unit embeddings for the contrastive loss: g a noisy view of e (cosine ~0.24),
+        # so that at T = 0.07 the positives do not swamp every negative.
+        "g": lambda: unit(get("h") + 4 * normal("g", (rows, HIDDEN))),
+        "i": top_k,
+        "l": lambda: (get("i"), made["l"])[1],
+    }
+
+    def get(name: str) -> np.ndarray:
+        if name not in made:
+            made[name] = recipes[name]()
+        return made[name]
+
+    wanted = recipes if names is None else dict.fromkeys(names)
     cast = jnp.dtype(dtype)
-    floats = {"a": a, "b": b, "p": p, "h": h, "w": w, "e": h_unit, "g": g, "l": l}
-    return {name: x.astype(cast) for name, x in floats.items()} | {"y": y, "i": i}
+    return {name: get(name) if name in INTEGER_INPUTS else get(name).astype(cast) for name in wanted}
 
 
 def kernel_args(kernel: str, arrays: dict) -> list:
@@ -150,7 +186,7 @@ def host_entries(kernels, impls, arrays, budget_bytes) -> tuple[list[Entry], lis
     biggest = max(v.nbytes for v in arrays.values())
     # Inputs live on the host and the device; NumPy/PyTorch peak at ~6 input-sized temporaries.
     fits = 2 * sum(v.nbytes for v in arrays.values()) + 6 * biggest <= budget_bytes
-    dtype = arrays["a"].dtype
+    dtype = next(v.dtype for name, v in arrays.items() if name not in INTEGER_INPUTS)
     if "numpy" in impls and dtype == np.float32:
         if not fits:
             skipped.append(dict(kernel="*", impl="numpy", mode="*", reason="estimated peak over the memory budget"))

@@ -19,6 +19,7 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert cli.main(argv) == 0
     doc = json.loads((out / "results.json").read_text())
     assert {"machine", "versions", "configs", "rows", "cells", "targets"} <= doc.keys()
+    assert doc["isolated"]  # the kernel was timed in a process of its own
     assert [c["dtype"] for c in doc["configs"] if c["backend"] == "cpu"] == ["float32"]
     impls = {(r["kernel"], r["impl"], r["mode"]) for r in doc["rows"]}
     for impl in ("jaxkl", "optax", "jnp", "numpy"):
@@ -38,10 +39,10 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
 
 def test_sweep_preset_covers_the_fused_head(tmp_path):
     out = tmp_path / "sweep"
-    argv = ["--sweep", "--sizes", "8x16", "--repeats", "1", "--quiet", "--kernels", "fused_ce"]
+    argv = ["--sweep", "--sizes", "8x16", "--repeats", "1", "--quiet", "--kernels", "fused_ce", "--in-process"]
     assert cli.main(argv + ["--dtypes", "bfloat16", "--out", str(out)]) == 0
     doc = json.loads((out / "results.json").read_text())
-    assert doc["preset"] == "sweep"
+    assert doc["preset"] == "sweep" and not doc["isolated"]
     assert "numpy" not in {r["impl"] for r in doc["rows"]}  # the sweep times JAX (and PyTorch) only
     assert {(c["kernel"], c["mode"]) for c in doc["cells"]} == {("fused_ce", "fwd"), ("fused_ce", "fwdbwd")}
     assert "| fused_ce fwd+bwd |" in (out / "results.md").read_text()
@@ -100,6 +101,16 @@ def test_numpy_baselines_match_jnp(kernel):
     np.testing.assert_allclose(np_fwd(*args), value, rtol=1e-5)
     for got, want in zip(np_fwdbwd(*args), grads, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_inputs_do_not_depend_on_which_others_are_made():
+    """A kernel timed in its own process makes only its inputs: they must be the same arrays."""
+    every = harness.host_inputs(6, 8, "float32", seed=3)
+    for names in ("a", "il", "pe", "gyw"):
+        some = harness.host_inputs(6, 8, "float32", seed=3, names=names)
+        assert sorted(some) == sorted(names)
+        for name in names:
+            np.testing.assert_array_equal(some[name], every[name])
 
 
 def test_bf16_accuracy_is_reported_within_rounding():

@@ -1,0 +1,68 @@
+"""One kernel's entries, timed in a process of their own.
+
+`python -m bench` runs each (configuration, kernel) group here by default:
+`measure` compiles the kernel's jaxkl entry, its peers and floors, and times
+them interleaved, exactly as `harness` does in one process; `run` starts it
+as `python -m bench.isolated SPEC` and reads the result back.
+
+Why a process per kernel: on CPU, a program whose buffers are larger than
+glibc's mmap threshold gets fresh pages on every call, and whether a buffer is
+served from freed memory or from fresh, page-faulted pages depends on everything
+else the process has allocated and freed. In one process holding every kernel's
+programs, the same pair of programs measured anywhere from 0.5x to 2x of each
+other depending on what ran before (fwd+bwd of `entropy_from_logits` against
+plain `jnp` at 2048 x 32768 float32: see docs/benchmarks.md). A fresh process
+per kernel is the state a training loop that calls one step function settles
+into, and it is the same for jaxkl and its peers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(spec: dict) -> dict:
+    """Time one kernel's entries for one configuration, in this process."""
+    from . import harness, jax_impls
+
+    device = dict(harness.backends())[spec["backend"]]
+    kernel = spec["kernel"]
+    start = time.perf_counter()
+    arrays = harness.host_inputs(spec["rows"], spec["classes"], spec["dtype"], names=jax_impls.TABLE[kernel].inputs)
+    entries, skipped = harness.jax_entries([kernel], spec["impls"], device, arrays, spec["budget"])
+    if spec["backend"] == "cpu":  # NumPy and PyTorch run on the host, interleaved with JAX's CPU entries
+        more, more_skipped = harness.host_entries([kernel], spec["impls"], arrays, spec["budget"])
+        entries += more
+        skipped += more_skipped
+    setup_s = time.perf_counter() - start
+    repeats = harness.time_entries(entries, spec["repeats"], lambda: None, spec["seconds"])
+    return {
+        "setup_s": setup_s,
+        "repeats": repeats,
+        "entries": [e.record() for e in entries],
+        "skipped_entries": skipped,
+    }
+
+
+def run(spec: dict) -> dict:
+    """`measure(spec)` in a fresh Python process; its errors are raised here with its stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.isolated", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing {spec['kernel']} in its own process failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    import os
+
+    # As in `python -m bench`: PyTorch's OpenMP threads wait passively (see bench/__main__.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    print(json.dumps(measure(json.loads(sys.argv[1]))))
