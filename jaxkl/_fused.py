@@ -91,6 +91,26 @@ def chunk_rows(chunk_size: Any, num_rows: int, num_classes: int, hidden_size: in
     return min(chunk_size, max(num_rows, 1))
 
 
+def class_tile(
+    vocab_chunk_size: Any, chunk_size: Any, num_rows: int, num_classes: int, hidden_size: int, axis_name: Any
+) -> int | None:
+    """Classes per tile for a fused head, or None to take whole rows of logits per chunk.
+
+    Sharded over `axis_name` the head is already split over classes: tiles would
+    re-split this device's block. By default (`vocab_chunk_size=None`) large
+    vocabularies are tiled only when the rows take more than one chunk: a single
+    chunk reads the head once either way, and untiled a scalar loss's gradient
+    costs three matmuls instead of four. At 32 x 128 x 262144 float32 (one
+    chunk) the untiled fwd+bwd measured faster than the tiled one
+    (`python -m bench --sweep --kernels fused_ce`).
+    """
+    if axis_name is not None:
+        return None
+    if vocab_chunk_size is None and chunk_rows(chunk_size, num_rows, num_classes, hidden_size) >= num_rows:
+        return None
+    return tile_classes(vocab_chunk_size, num_classes, hidden_size)
+
+
 def head_logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     """One chunk of logits, matmul in the input dtype with float32 accumulation."""
     z = jnp.dot(h, weight, preferred_element_type=compute_dtype(weight.dtype))
@@ -124,28 +144,42 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
 
     acc = compute_dtype(weight.dtype)
 
-    def grad_step(carry, x):
-        d_weight, d_bias = carry
-        (h_c, ex_c), ct_c = x
+    def chunk_grads(h_c, ex_c, ct_c):
+        """One chunk's values, aux, `d hidden` and `d logits` (f32 and in the head's dtype)."""
         values, pullback, aux = jax.vjp(rows_of(h_c, ex_c), head_logits(h_c, weight, bias), has_aux=True)
         (g,) = pullback(ct_c.astype(acc))
         g_in = g.astype(weight.dtype)
         d_h = jnp.dot(g_in, weight.T, preferred_element_type=acc).astype(hidden.dtype)
-        d_weight = accumulate_outer(d_weight, h_c, g_in)
-        if d_bias is not None:
-            d_bias = d_bias + jnp.sum(g, axis=0)
-        return (d_weight, d_bias), (values, aux, d_h)
+        return values, aux, d_h, g, g_in
 
-    # zeros_like: sharded, the accumulators vary over the mesh axis like the head itself.
-    init = (jnp.zeros_like(weight, acc), None if bias is None else jnp.zeros_like(bias, acc))
-    cts = chunked(cotangent, num_chunks, size)
-    (d_weight, d_bias), (values, aux, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
+    if num_chunks == 1:
+        # One chunk: `d weight` is one matmul written straight to its output. A
+        # scan's zero-filled accumulator would add two passes over the D x V
+        # gradient (at 32 x 128 x 262144 that is 256 MiB of traffic per step).
+        values, aux, d_hidden, g, g_in = chunk_grads(hidden, row_extras, cotangent)
+        d_weight = jnp.dot(hidden.T, g_in, preferred_element_type=acc)
+        d_bias = None if bias is None else jnp.sum(g, axis=0)
+    else:
+
+        def grad_step(carry, x):
+            d_weight, d_bias = carry
+            (h_c, ex_c), ct_c = x
+            values, aux, d_h, g, g_in = chunk_grads(h_c, ex_c, ct_c)
+            d_weight = accumulate_outer(d_weight, h_c, g_in)
+            if d_bias is not None:
+                d_bias = d_bias + jnp.sum(g, axis=0)
+            return (d_weight, d_bias), (values, aux, d_h)
+
+        # zeros_like: sharded, the accumulators vary over the mesh axis like the head itself.
+        init = (jnp.zeros_like(weight, acc), None if bias is None else jnp.zeros_like(bias, acc))
+        cts = chunked(cotangent, num_chunks, size)
+        (d_weight, d_bias), (values, aux, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
+        values, aux, d_hidden = merged(values), merged(aux), unchunked(d_hidden, n)
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
-    d_hidden = unchunked(d_hidden, n)
     if static.axis_name is not None:
         d_hidden = jax.lax.psum(d_hidden, static.axis_name)
     grads = (d_hidden, d_weight.astype(weight.dtype), d_bias)
-    return (merged(values), merged(aux)), grads
+    return (values, aux), grads
 
 
 def _with_aux(static, result, aux):
@@ -390,8 +424,9 @@ def fused_linear_cross_entropy(
         is read `O(N / chunk_size)` times per pass (four matmuls per step
         instead of three). `None` tiles from `V = 65,536`
         up and not below, by about `2**22 / D` classes (between 1,024 and
-        16,384; 4,096 at `D = 1024`); `chunk_size=None` then picks about
-        `2**22 / tile` tokens.
+        16,384; 4,096 at `D = 1024`), unless all the tokens fit in one
+        untiled chunk (which reads the head once anyway); `chunk_size=None`
+        then picks about `2**22 / tile` tokens.
       axis_name: inside `shard_map`, the mesh axis over which the classes
         are split: `head_weight[:, V_local]`, `head_bias[V_local]` and class
         `weight[V_local]` are this device's slice, `labels` are global class
@@ -461,8 +496,7 @@ def fused_linear_cross_entropy(
         _checks.labels(labels, v * (1 if axis_name is None else jax.lax.axis_size(axis_name)), ignore_index)
     counted = counted_examples(labels, ignore_index, where)
     counts = None if weight is None else label_weights(labels, weight, v, axis_name)[1]
-    # Sharded, the head is split over classes: tiles would re-split this device's block.
-    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v, hidden.shape[1])
+    tile = class_tile(vocab_chunk_size, chunk_size, n, v, hidden.shape[1], axis_name)
     if tile is None:
         rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
         static = Head(_cross_entropy_rows, options, rows, options.return_aux, axis_name)

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _validate
-from ._fused import Head, chunk_rows, head_rows
-from ._fused_tiles import TileRule, Tiles, in_tile, tile_classes, tiled_rows
+from ._fused import Head, chunk_rows, class_tile, head_rows
+from ._fused_tiles import TileRule, Tiles, in_tile, tiled_rows
 from ._rowwise import label_mask, soft_capped
 from ._token_logprobs import token_values
 
@@ -192,8 +192,7 @@ def fused_linear_token_logprobs(
         scale, traced = 1.0 / static_temperature, None
     axis_name = _validate.axis_name(axis_name)
     softcap = _validate.softcap(softcap)
-    # Sharded, the head is split over classes already: no tiles within a device's slice.
-    tile = None if axis_name is not None else tile_classes(vocab_chunk_size, v, hidden.shape[1])
+    tile = class_tile(vocab_chunk_size, chunk_size, n, v, hidden.shape[1], axis_name)
     options = TokenHead(scale, return_entropy, softcap, axis_name)
     if tile is None:
         static = Head(_token_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), axis_name=axis_name)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxkl
+from jaxkl._fused import class_tile
 from tests import reference as ref
 
 N, D, V = 37, 16, 50  # N is not a multiple of the chunk sizes used below
@@ -309,3 +310,12 @@ def test_js_beta_weights_the_teacher_in_both_distillation_losses():
     m_swapped = (1 - beta) * p_t + beta * p_s
     swapped = T**2 * ((1 - beta) * kl(p_t, m_swapped) + beta * kl(p_s, m_swapped))
     assert np.abs(swapped - want).max() > 1e-3
+
+
+def test_default_tiles_only_when_the_tokens_take_several_chunks():
+    """A single chunk reads the head once: tiling it would only add the fourth matmul."""
+    assert class_tile(None, None, 32, 262144, 128, None) is None  # 32 tokens: one chunk
+    assert class_tile(None, None, 4096, 262144, 128, None) == 16384
+    assert class_tile(None, 4096, 4096, 262144, 128, None) is None  # the caller's one chunk
+    assert class_tile(1000, None, 32, 262144, 128, None) == 1000  # an explicit tile is kept
+    assert class_tile(None, None, 4096, 262144, 128, "model") is None  # sharded: no tiles
