@@ -63,13 +63,15 @@ REF_GRAD = jax.jit(jax.value_and_grad(_jnp_loss, argnums=(0, 1, 2)), static_argn
 
 
 @pytest.mark.parametrize(("symmetric", "masked"), [(True, True), (False, False)])
-def test_value_and_gradients_match_the_materialised_formula(symmetric, masked):
-    # N = 13 with strips of 5 rows: the last strip is padded. The temperature
-    # is a traced argument (a learnable logit scale) and gets its gradient.
+@pytest.mark.parametrize("chunk", [5, None])
+def test_value_and_gradients_match_the_materialised_formula(symmetric, masked, chunk):
+    # N = 13 with strips of 5 rows: the last strip is padded; chunk None: one
+    # strip holds the whole matrix. The temperature is a traced argument (a
+    # learnable logit scale) and gets its gradient.
     x, y = _pairs()
     where = jnp.asarray(np.arange(13) % 4 != 1) if masked else None
     t = jnp.float32(0.3)
-    value, grads = GRAD(x, y, t, where, symmetric, 5)
+    value, grads = GRAD(x, y, t, where, symmetric, chunk)
     np.testing.assert_allclose(value, _numpy_loss(x, y, 0.3, symmetric, where), rtol=2e-6)
     want, want_grads = REF_GRAD(x, y, t, symmetric, where)
     np.testing.assert_allclose(value, want, rtol=2e-6)
@@ -105,14 +107,15 @@ def test_low_precision_inputs_accumulate_in_float32(dtype):
         np.testing.assert_allclose(np.asarray(got, np.float32), ref, atol=2e-2 * scale)
 
 
-def test_huge_similarities_and_an_empty_batch():
+@pytest.mark.parametrize("chunk", [5, None])
+def test_huge_similarities_and_an_empty_batch(chunk):
     x, y = _pairs(seed=5)
-    value, grads = GRAD(x * 100.0, y * 100.0, jnp.float32(0.01), None, True, 5)
+    value, grads = GRAD(x * 100.0, y * 100.0, jnp.float32(0.01), None, True, chunk)
     want, _ = REF_GRAD(x * 100.0, y * 100.0, jnp.float32(0.01), True, None)
     assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
     np.testing.assert_allclose(value, want, rtol=1e-5)
     nothing = jnp.zeros(13, bool)
-    value, grads = GRAD(x, y, jnp.float32(1.0), nothing, True, 5)
+    value, grads = GRAD(x, y, jnp.float32(1.0), nothing, True, chunk)
     assert float(value) == 0.0 and all(not np.any(g) for g in grads)
 
 
