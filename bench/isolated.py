@@ -8,10 +8,9 @@ as `python -m bench.isolated SPEC` and reads the result back.
 Why a process per kernel: on CPU, a program whose buffers are larger than
 glibc's mmap threshold gets fresh pages on every call, and whether a buffer is
 served from freed memory or from fresh, page-faulted pages depends on everything
-else the process has allocated and freed. In one process holding every kernel's
-programs, the same pair of programs measured anywhere from 0.5x to 2x of each
-other depending on what ran before (fwd+bwd of `entropy_from_logits` against
-plain `jnp` at 2048 x 32768 float32: see docs/benchmarks.md). A fresh process
+else the process has allocated and freed: fwd+bwd of `entropy_from_logits` at
+2048 x 32768 float32 measured from 0.4x to 1.1x the time of plain `jnp`'s,
+depending on what else the process held (docs/benchmarks.md). A fresh process
 per kernel is the state a training loop that calls one step function settles
 into, and it is the same for jaxkl and its peers.
 """
