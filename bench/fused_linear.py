@@ -10,7 +10,8 @@ which needs no allocation, so it is measured at the full size
 (8192 x 1024 x 65536 f32) even on a small machine. Time needs real arrays and
 runs of three N x D x V matmuls, so it is measured at `--time-size`; methods
 are run round-robin and the minimum over `--repeats` rounds is reported
-(the median too), because a shared machine makes single timings noisy.
+(the median too), because a shared machine makes single timings noisy. The
+`--sweep` times each size and dtype in a fresh process (`bench/isolated.py`).
 
 Peers: `jaxkl-unfused` (`jaxkl.log_softmax` on materialised logits) and
 `optax` (`optax.losses.softmax_cross_entropy_with_integer_labels` on
@@ -43,6 +44,7 @@ import optax
 
 import jaxkl
 
+from .isolated import in_fresh_process
 from .saved import machine, save
 
 RESULTS = Path(__file__).parent / "results"
@@ -163,14 +165,13 @@ def sweep_methods():
 
 def head_bytes_read(name, size, dtype):
     """Bytes of the head matrix one value-and-grad step reads (matmul operands only)."""
-    from jaxkl._fused import chunk_rows
-    from jaxkl._fused_tiles import tile_classes
+    from jaxkl._fused import chunk_rows, class_tile
 
     n, d, v = size
     head = d * v * jnp.dtype(dtype).itemsize
     if name != "fused":
         return 2 * head  # logits = h @ W, and d hidden = d logits @ W.T
-    tile = tile_classes(None, v, d)
+    tile = class_tile(None, None, n, v, d, None)
     chunks = -(-n // chunk_rows(None, n, tile or v, d))
     # Tiled: a forward sweep and a backward sweep; untiled: one sweep that does both.
     return (2 if tile else 1) * chunks * head
@@ -187,7 +188,9 @@ def sweep(sizes, time_it, repeats, limit_gib):
                 jax.ShapeDtypeStruct((n,), jnp.int32),
             )
             fits = time_it and 3 * n * v * 4 <= limit_gib * 2**30
-            timed = measure_time(size, (), dtype, repeats, sweep_methods()) if fits else {}
+            # Each size and dtype timed in a fresh process (see bench/isolated.py for why).
+            one = ["--time-one", "x".join(map(str, size)), "--dtype", jnp.dtype(dtype).name, "--repeats", str(repeats)]
+            timed = in_fresh_process("bench.fused_linear", *one) if fits else {}
             for name, fn in sweep_methods().items():
                 m = step(fn).lower(*args).compile().memory_analysis()
                 rows.append({
@@ -286,7 +289,12 @@ def main(argv=None):
                         help="with --time: time a size only if three N x V f32 arrays fit in this")
     parser.add_argument("--figure", type=Path, help="with --sweep: also draw the sweep to this PNG")
     parser.add_argument("--from-json", type=Path, help="with --sweep: redraw from a saved sweep, measuring nothing")
+    parser.add_argument("--time-one", type=_size, help=argparse.SUPPRESS)  # one sweep size, JSON to stdout
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.time_one:
+        print(json.dumps(measure_time(args.time_one, (), jnp.dtype(args.dtype), args.repeats, sweep_methods())))
+        return
     if args.sweep:
         if args.from_json:
             rows = json.loads(args.from_json.read_text())

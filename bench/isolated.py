@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,14 +50,21 @@ def measure(spec: dict) -> dict:
     }
 
 
-def run(spec: dict) -> dict:
-    """`measure(spec)` in a fresh Python process; its errors are raised here with its stderr."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.isolated", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT
-    )
+def in_fresh_process(module: str, *args: str) -> Any:
+    """Run `python -m module *args` and return the JSON its last line of output holds.
+
+    The stand-alone benches time each size this way too (their `--time-one`),
+    for the reason in this module's docstring. Its errors are raised here with its stderr.
+    """
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
-        raise RuntimeError(f"timing {spec['kernel']} in its own process failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"python -m {module} {' '.join(args)[:200]} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(spec: dict) -> dict:
+    """`measure(spec)` in a fresh Python process."""
+    return in_fresh_process("bench.isolated", json.dumps(spec))
 
 
 if __name__ == "__main__":

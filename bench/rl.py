@@ -18,12 +18,14 @@ Memory is read from the compiled step (``memory_analysis()``, no allocation),
 so it is measured at a language-model size (N x D x V = 8192 x 1024 x 131072 f32)
 on any machine; time needs real arrays and is measured at each of
 ``--time-sizes`` (one below and one above the class-tiling threshold of
-65,536 classes), round-robin, minimum (and median) over ``--repeats``.
+65,536 classes), each size in a fresh process (``bench/isolated.py`` says
+why), the two methods round-robin, minimum (and median) over ``--repeats``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 
 import jaxkl
 
+from .isolated import in_fresh_process
 from .saved import machine, save
 
 RESULTS = Path(__file__).parent / "results"
@@ -132,7 +135,7 @@ def markdown(result) -> str:
         lines.append(f"| {name} | {mem['temp_bytes'] / 2**20:,.1f} | {100 * mem['temp_bytes'] / one_logits:.2f}% |")
     lines += [
         "",
-        f"Time, f32, min (median) of {result['repeats']} round-robin runs:",
+        f"Time, f32, min (median) of {result['repeats']} round-robin runs, each size in a fresh process:",
         "",
         "| N x D x V | fused (s) | materialised (s) | fused speed vs materialised |",
         "|---|---:|---:|---:|",
@@ -153,15 +156,20 @@ def main(argv=None):
                         help="comma-separated N x D x V sizes to time")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--time-one", type=_size, help=argparse.SUPPRESS)  # one size, JSON to stdout
     args = parser.parse_args(argv)
+    if args.time_one:
+        print(json.dumps(measure_time(args.time_one, args.repeats)))
+        return
     result = {
         "memory_size": args.memory_size,
         "repeats": args.repeats,
         **machine(),
         "memory": measure_memory(args.memory_size),
+        # Each size timed in a fresh process (see bench/isolated.py for why).
         "time": [
-            {"size": size, **measure_time(size, args.repeats)}
-            for size in (_size(s) for s in args.time_sizes.split(","))
+            {"size": _size(s), **in_fresh_process("bench.rl", "--time-one", s, "--repeats", str(args.repeats))}
+            for s in args.time_sizes.split(",")
         ],
     }
     save(args.out, "rl", result, markdown(result))
