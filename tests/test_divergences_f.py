@@ -130,6 +130,15 @@ def _values_and_grads(fn, kw, *args):
     return jax.jit(lambda *xs: (fn(*xs, **kw), jax.grad(total, range(len(xs)))(*xs)))(*map(jnp.asarray, args))
 
 
+def _both_forms(probs_fn, logits_fn, kw, probs, logits):
+    """`_values_and_grads` of the probabilities form on `probs` and of the logits form on
+    `logits`, compiled as one program: ((value, grads) of probs_fn, (value, grads) of logits_fn)."""
+    n = len(probs)
+    both = lambda *xs: jnp.stack([probs_fn(*xs[:n], **kw), logits_fn(*xs[n:], **kw)])
+    (value_p, value_l), grads = _values_and_grads(both, {}, *probs, *logits)
+    return (value_p, grads[:n]), (value_l, grads[n:])
+
+
 # Probability forms that hand their limit to kl_divergence keep its gradient -p/q at q = 0 < p.
 KL_GRADIENT = {"renyi1.0", "alpha0.0"}
 
@@ -139,8 +148,7 @@ def test_divergences_match_references_with_zeros(name):
     probs_fn, logits_fn, kw, reference = DIVERGENCES[name]
     p, q = _edge_rows()
     want = reference(*(x / x.sum(-1, keepdims=True) for x in (p.astype(np.float64), q.astype(np.float64))))
-    got_p, grads_p = _values_and_grads(probs_fn, kw, p, q)
-    got_l, grads_l = _values_and_grads(logits_fn, kw, _log(p), _log(q))
+    (got_p, grads_p), (got_l, grads_l) = _both_forms(probs_fn, logits_fn, kw, (p, q), (_log(p), _log(q)))
     for got in (got_p, got_l):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
     assert got_l[2] == 0.0  # identical logits give exactly 0
@@ -156,8 +164,7 @@ def test_entropies_match_references_with_zeros(name):
     probs_fn, logits_fn, kw, reference = ENTROPIES[name]
     p, _ = _edge_rows()
     want = reference(p.astype(np.float64))
-    for fn, x in ((probs_fn, p), (logits_fn, _log(p))):
-        value, (g,) = _values_and_grads(fn, kw, x)
+    for value, (g,) in _both_forms(probs_fn, logits_fn, kw, (p,), (_log(p),)):
         np.testing.assert_allclose(value, want, rtol=2e-5, atol=2e-6)
         assert np.isfinite(np.asarray(g)).all(), (name, g)
 
@@ -167,11 +174,16 @@ def test_chi2_and_alpha_match_scipy_power_divergence():
     rng = np.random.default_rng(1)
     p, q = (ref.random_probs(rng, (3, 5)).astype(np.float64) for _ in range(2))
     p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)  # SciPy checks the sums agree
-    for alpha in (-0.5, 0.3, 2.0, 3.0):
+    alphas = (-0.5, 0.3, 2.0, 3.0)
+    got_alpha, got_chi2 = jax.jit(lambda p, q: (
+        [jaxkl.alpha_divergence(p, q, alpha=alpha) for alpha in alphas],
+        jaxkl.chi2_divergence_from_logits(jnp.log(p), jnp.log(q)),
+    ))(p.astype(np.float32), q.astype(np.float32))
+    for alpha, got in zip(alphas, got_alpha):
         want = stats.power_divergence(p, q, lambda_=alpha - 1, axis=-1).statistic / 2
-        np.testing.assert_allclose(jaxkl.alpha_divergence(jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32), alpha=alpha), want, rtol=1e-4)
+        np.testing.assert_allclose(got, want, rtol=1e-4)
     want = stats.power_divergence(p, q, lambda_="pearson", axis=-1).statistic
-    np.testing.assert_allclose(jaxkl.chi2_divergence_from_logits(jnp.log(p).astype(jnp.float32), jnp.log(q).astype(jnp.float32)), want, rtol=1e-4)
+    np.testing.assert_allclose(got_chi2, want, rtol=1e-4)
 
 
 def test_random_logits_axis_where_temperature_and_base():
@@ -180,26 +192,38 @@ def test_random_logits_axis_where_temperature_and_base():
     keep = np.array([True, False, True, True, True, False])
     T = 2.0
     pa, pb = ref.softmax(a[keep] / T, axis=0), ref.softmax(b[keep] / T, axis=0)
-    kw = dict(axis=0, where=jnp.asarray(keep)[:, None], temperature=T)
-    np.testing.assert_allclose(
-        jaxkl.renyi_divergence_from_logits(a, b, alpha=0.5, base=2, **kw), ref_renyi(pa.T, pb.T, 0.5) / np.log(2), rtol=1e-5
-    )
-    np.testing.assert_allclose(jaxkl.total_variation_from_logits(a, b, **kw), ref_tv(pa.T, pb.T), rtol=1e-5)
-    np.testing.assert_allclose(jaxkl.hellinger_distance_from_logits(a, b, **kw), ref_hellinger(pa.T, pb.T), rtol=1e-5)
+    p, q = _edge_rows()
     # f_divergence with Pearson's generator is chi2; with TV's (slope 1/2 at infinity) is TV.
     pearson = lambda t: (t - 1.0) ** 2
-    np.testing.assert_allclose(jaxkl.f_divergence_from_logits(a, b, pearson, **kw), ref_chi2(pa.T, pb.T), rtol=1e-5)
-    p, q = _edge_rows()
     tv = lambda t: 0.5 * jnp.abs(t - 1.0)
-    np.testing.assert_allclose(jaxkl.f_divergence(p, q, tv, slope_at_infinity=0.5), ref_tv(p, q), rtol=1e-5, atol=1e-7)
-    kl = jaxkl.f_divergence(p, q, lambda t: jax.scipy.special.xlogy(t, t))
-    np.testing.assert_allclose(kl, ref.kl(p, q), rtol=1e-5, atol=1e-6)
     # Probability masks: the measure forms give 0 for p = q even though the kept mass is < 1.
     mask = jnp.asarray([True, True, False, True, True, True])
-    for fn in (jaxkl.total_variation, jaxkl.hellinger_distance, jaxkl.chi2_divergence):
-        np.testing.assert_allclose(fn(p, p, where=mask), 0.0, atol=1e-7)
-    np.testing.assert_allclose(jaxkl.renyi_divergence(p, p, alpha=2.0, where=mask), 0.0, atol=1e-6)
-    np.testing.assert_allclose(jaxkl.alpha_divergence(p, p, alpha=0.3, where=mask), 0.0, atol=1e-6)
+
+    @jax.jit  # every kernel call in one program
+    def measures(a, b, p, q):
+        kw = dict(axis=0, where=jnp.asarray(keep)[:, None], temperature=T)
+        return {
+            "renyi": jaxkl.renyi_divergence_from_logits(a, b, alpha=0.5, base=2, **kw),
+            "tv": jaxkl.total_variation_from_logits(a, b, **kw),
+            "hellinger": jaxkl.hellinger_distance_from_logits(a, b, **kw),
+            "pearson": jaxkl.f_divergence_from_logits(a, b, pearson, **kw),
+            "f tv": jaxkl.f_divergence(p, q, tv, slope_at_infinity=0.5),
+            "f kl": jaxkl.f_divergence(p, q, lambda t: jax.scipy.special.xlogy(t, t)),
+            "zeros": [fn(p, p, where=mask) for fn in (jaxkl.total_variation, jaxkl.hellinger_distance, jaxkl.chi2_divergence)],
+            "zeros alpha": [jaxkl.renyi_divergence(p, p, alpha=2.0, where=mask), jaxkl.alpha_divergence(p, p, alpha=0.3, where=mask)],
+        }
+
+    got = measures(a, b, p, q)
+    np.testing.assert_allclose(got["renyi"], ref_renyi(pa.T, pb.T, 0.5) / np.log(2), rtol=1e-5)
+    np.testing.assert_allclose(got["tv"], ref_tv(pa.T, pb.T), rtol=1e-5)
+    np.testing.assert_allclose(got["hellinger"], ref_hellinger(pa.T, pb.T), rtol=1e-5)
+    np.testing.assert_allclose(got["pearson"], ref_chi2(pa.T, pb.T), rtol=1e-5)
+    np.testing.assert_allclose(got["f tv"], ref_tv(p, q), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["f kl"], ref.kl(p, q), rtol=1e-5, atol=1e-6)
+    for zero in got["zeros"]:
+        np.testing.assert_allclose(zero, 0.0, atol=1e-7)
+    for zero in got["zeros alpha"]:
+        np.testing.assert_allclose(zero, 0.0, atol=1e-6)
 
 
 def test_fully_masked_and_empty_rows_are_zero_with_zero_gradient():
@@ -223,10 +247,10 @@ def test_fully_masked_and_empty_rows_are_zero_with_zero_gradient():
     np.testing.assert_array_equal(values, 0.0)
     for g in grads:
         np.testing.assert_array_equal(g, 0.0)
-    p = jnp.zeros((2, 3))
-    for fn in (jaxkl.renyi_divergence, jaxkl.alpha_divergence):
-        assert (fn(p, p, alpha=0.5) == 0).all()
-    assert (jaxkl.renyi_entropy(p, alpha=2.0) == 0).all()
+    zeros = jax.jit(lambda p: jnp.stack([
+        jaxkl.renyi_divergence(p, p, alpha=0.5), jaxkl.alpha_divergence(p, p, alpha=0.5), jaxkl.renyi_entropy(p, alpha=2.0)
+    ]))(jnp.zeros((2, 3)))
+    assert (zeros == 0).all()
 
 
 def test_infinite_values_have_zero_gradient_and_nan_propagates():
@@ -246,11 +270,19 @@ def test_infinite_values_have_zero_gradient_and_nan_propagates():
     for g in grads:
         np.testing.assert_array_equal(g, 0.0)
     # Where P = 0 < Q, only negative orders are infinite.
-    assert np.isfinite(jaxkl.alpha_divergence_from_logits(q, p, alpha=0.5))
-    nan = jnp.array([0.5, jnp.nan])
-    for fn, kw in [(jaxkl.total_variation, {}), (jaxkl.chi2_divergence, {}), (jaxkl.renyi_divergence, {"alpha": 2.0}), (jaxkl.hellinger_distance, {})]:
-        assert np.isnan(fn(nan, jnp.array([1.0, 0.0]), **kw)), fn
-    assert np.isnan(jaxkl.renyi_divergence_from_logits(jnp.array([0.0, jnp.nan]), jnp.zeros(2), alpha=0.5))
+    measures = [(jaxkl.total_variation, {}), (jaxkl.chi2_divergence, {}), (jaxkl.renyi_divergence, {"alpha": 2.0}), (jaxkl.hellinger_distance, {})]
+
+    @jax.jit
+    def finite_and_nans(p, q, nan, logits_nan):
+        return (jaxkl.alpha_divergence_from_logits(q, p, alpha=0.5),
+                [fn(nan, jnp.array([1.0, 0.0]), **kw) for fn, kw in measures],
+                jaxkl.renyi_divergence_from_logits(logits_nan, jnp.zeros(2), alpha=0.5))
+
+    finite, nans, logits_nan = finite_and_nans(p, q, jnp.array([0.5, jnp.nan]), jnp.array([0.0, jnp.nan]))
+    assert np.isfinite(finite)
+    for (fn, _), value in zip(measures, nans):
+        assert np.isnan(value), fn
+    assert np.isnan(logits_nan)
 
 
 # ------------------------------------------------------------------ properties
@@ -340,15 +372,20 @@ def test_logits_gradients_match_plain_autodiff_and_finite_differences(x64):
     def plain(a, b, alpha):  # log sum P^alpha Q^(1 - alpha), by jax.nn and autodiff
         return jax.nn.logsumexp(alpha * jax.nn.log_softmax(a / 2) + (1 - alpha) * jax.nn.log_softmax(b / 2), axis=-1)
 
-    for alpha in (0.3, 2.0):
-        got = jax.jit(jax.grad(lambda a, b: jnp.sum(jaxkl.renyi_divergence_from_logits(a, b, alpha=alpha, temperature=2.0)), (0, 1)))(a, b)
-        want = jax.jit(jax.grad(lambda a, b: jnp.sum(plain(a, b, alpha)) / (alpha - 1), (0, 1)))(a, b)
+    @jax.jit  # every pair of gradients in one program
+    def gradients(a, b):
+        pairs = [
+            (lambda a, b: jnp.sum(jaxkl.renyi_divergence_from_logits(a, b, alpha=alpha, temperature=2.0)),
+             lambda a, b: jnp.sum(plain(a, b, alpha)) / (alpha - 1))
+            for alpha in (0.3, 2.0)
+        ]
+        pairs.append((lambda a, b: jnp.sum(jaxkl.total_variation_from_logits(a, b)),
+                      lambda a, b: 0.5 * jnp.sum(jnp.abs(jax.nn.softmax(a) - jax.nn.softmax(b)))))
+        return [(jax.grad(ours, (0, 1))(a, b), jax.grad(theirs, (0, 1))(a, b)) for ours, theirs in pairs]
+
+    for got, want in gradients(a, b):
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
-    got = jax.jit(jax.grad(lambda a, b: jnp.sum(jaxkl.total_variation_from_logits(a, b)), (0, 1)))(a, b)
-    want = jax.jit(jax.grad(lambda a, b: 0.5 * jnp.sum(jnp.abs(jax.nn.softmax(a) - jax.nn.softmax(b))), (0, 1)))(a, b)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
     def several(a, b):
         return (
             jaxkl.total_variation_from_logits(a, b)
@@ -383,10 +420,10 @@ def test_reverse_mode_residuals_are_per_row(capsys, rematerialised):
 def test_probability_gradients_at_zeros_follow_the_conventions():
     p = jnp.array([0.0, 0.4, 0.6])
     q = jnp.array([0.2, 0.0, 0.8])
-    g = jax.grad(lambda p: jaxkl.hellinger_distance(p, q) ** 2)(p)
+    g = jax.jit(jax.grad(lambda p: jaxkl.hellinger_distance(p, q) ** 2))(p)
     assert g[0] == 0.0  # the one-sided derivative at p = 0 is -inf: taken as 0
     np.testing.assert_allclose(g[1:], 0.5 * (1 - np.sqrt(np.array([0.0, 0.8]) / np.array([0.4, 0.6]))), rtol=1e-6)
-    g = jax.grad(lambda q: jaxkl.chi2_divergence(jnp.array([0.0, 0.5, 0.5]), q))(jnp.array([0.0, 0.25, 0.75]))
+    g = jax.jit(jax.grad(lambda q: jaxkl.chi2_divergence(jnp.array([0.0, 0.5, 0.5]), q)))(jnp.array([0.0, 0.25, 0.75]))
     np.testing.assert_allclose(g, [0.0, 1 - 0.25 / 0.0625, 1 - 0.25 / 0.5625], rtol=1e-6)
 
 
@@ -430,11 +467,12 @@ def test_cpu_row_blocks_match_the_reference():
 def test_low_precision_in_low_precision_out():
     rng = np.random.default_rng(7)
     a, b = ref.random_logits(rng, (2, 8)), ref.random_logits(rng, (2, 8))
+    run = jax.jit(lambda a, b, p: (jaxkl.hellinger_distance_from_logits(a, b), jaxkl.tsallis_entropy(p, alpha=2.0)))
     for dtype in (jnp.bfloat16, jnp.float16):
-        got = jaxkl.hellinger_distance_from_logits(a.astype(dtype), b.astype(dtype))
+        got, tsallis = run(a.astype(dtype), b.astype(dtype), ref.softmax(a).astype(dtype))
         assert got.dtype == dtype
         np.testing.assert_allclose(got.astype(np.float32), ref_hellinger(ref.softmax(a), ref.softmax(b)), rtol=2e-2)
-        assert jaxkl.tsallis_entropy(ref.softmax(a).astype(dtype), alpha=2.0).dtype == dtype
+        assert tsallis.dtype == dtype
 
 
 def test_bad_arguments_raise():

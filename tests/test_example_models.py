@@ -65,7 +65,7 @@ def test_flax_digits_distill(tmp_path, capsys):
 def test_flax_digits_augmentation_shifts_by_at_most_one_pixel():
     example = load_example("flax_digits_distill", "flax", "sklearn")
     x = np.random.default_rng(0).random((64, 64)).astype(np.float32)
-    out = np.asarray(example.augment(jax.random.key(1), jnp.asarray(x), noise=0.0))
+    out = np.asarray(jax.jit(lambda key, x: example.augment(key, x, noise=0.0))(jax.random.key(1), jnp.asarray(x)))
     padded = np.pad(x.reshape(-1, 8, 8), ((0, 0), (1, 1), (1, 1)))
     # Every candidate: image[r, c] = padded[r + dr, c + dc] for offsets dr, dc in {0, 1, 2}.
     candidates = np.stack([padded[:, dr:dr + 8, dc:dc + 8] for dr in range(3) for dc in range(3)], 1)
@@ -91,15 +91,16 @@ def test_equinox_char_lm_fused_head_trains_like_optax(capsys):
 
 def test_equinox_char_lm_head_losses_match_numpy():
     example = load_example("equinox_char_lm", "equinox")
-    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-    hidden = jax.random.normal(k1, (12, 8))
-    head = 3.0 * jax.random.normal(k2, (8, 20))
-    targets = jax.random.randint(k3, (12,), 0, 20)
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(12, 8)).astype(np.float32)
+    head = 3.0 * rng.normal(size=(8, 20)).astype(np.float32)
+    targets = rng.integers(0, 20, 12)
     log_probs = numpy_log_softmax(np.asarray(hidden, np.float64) @ np.asarray(head, np.float64))
     lse = np.log(np.exp(np.asarray(hidden, np.float64) @ np.asarray(head, np.float64)).sum(-1))
     expected = np.mean(-log_probs[np.arange(12), targets] + example.Z_LOSS * lse**2)
-    for loss in example.HEAD_LOSSES.values():
-        np.testing.assert_allclose(loss(hidden, head, targets), expected, rtol=1e-5)
+    losses = jax.jit(lambda *args: [loss(*args) for loss in example.HEAD_LOSSES.values()])(hidden, head, targets)
+    for loss in losses:
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 def test_vae_digits_elbo_split_matches_numpy(tmp_path, capsys):
@@ -113,10 +114,17 @@ def test_vae_digits_elbo_split_matches_numpy(tmp_path, capsys):
     # The split, recomputed in NumPy from the encoder's Normal and the decoder's logits.
     model, test, key = result["model"], result["test"][:50], jax.random.key(3)
     metrics = example.evaluate(model, test, key)
-    q = model.posterior(test)
-    loc, scale = np.asarray(q.loc, np.float64), np.asarray(q.scale, np.float64)
+    import equinox as eqx  # present: load_example checked
+
+    @eqx.filter_jit  # one program: eagerly, each operation of the MLPs would be compiled alone
+    def posterior_and_logits(model, pixels, key):
+        q = model.posterior(pixels)
+        return q.loc, q.scale, model.logits(q.sample(key))
+
+    loc, scale, logits = posterior_and_logits(model, test, key)
+    loc, scale = np.asarray(loc, np.float64), np.asarray(scale, np.float64)
     kl = np.sum(0.5 * (loc**2 + scale**2 - 1.0) - np.log(scale), axis=-1)
-    log_probs = numpy_log_softmax(model.logits(q.sample(key)))
+    log_probs = numpy_log_softmax(logits)
     pixels = np.asarray(test)
     reconstruction = -np.take_along_axis(log_probs, pixels[..., None], axis=-1)[..., 0].sum(-1)
     np.testing.assert_allclose(metrics["kl"], kl.mean(), rtol=1e-4, atol=1e-5)

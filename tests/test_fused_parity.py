@@ -152,8 +152,8 @@ def test_fused_distillation_takes_a_traced_temperature(divergence):
     for t in (0.5, 4.0):
         fused, unfused = both(h, w, jnp.float32(t))
         np.testing.assert_allclose(fused, unfused, rtol=2e-5)
-    grad_f = jax.grad(lambda h, t: both(h, w, t)[0])(h, jnp.float32(2.0))
-    grad_u = jax.grad(lambda h, t: both(h, w, t)[1])(h, jnp.float32(2.0))
+    grad_f, grad_u = jax.jit(lambda h, t: (jax.grad(lambda h: both(h, w, t)[0])(h),
+                                           jax.grad(lambda h: both(h, w, t)[1])(h)))(h, jnp.float32(2.0))
     np.testing.assert_allclose(grad_f, grad_u, rtol=2e-4, atol=2e-5)
 
 
@@ -161,10 +161,15 @@ def test_fused_distillation_takes_a_traced_temperature(divergence):
 def test_fused_cross_entropy_aux_equals_unfused(reduction, tile):
     kw = dict(weight=CLASS_WEIGHT, ignore_index=2, z_loss=1e-2, where=MASK, softcap=3.0, reduction=reduction)
     h, w, b = _head(7)
-    loss_f, aux_f = jaxkl.fused_linear_cross_entropy(
-        h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, return_aux=True, **kw
-    )
-    loss_u, aux_u = jaxkl.cross_entropy_loss(h @ w + b[None, :], LABELS, return_aux=True, **kw)
+
+    @jax.jit  # both in one program
+    def both(h, w, b):
+        fused = jaxkl.fused_linear_cross_entropy(
+            h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, return_aux=True, **kw
+        )
+        return fused, jaxkl.cross_entropy_loss(h @ w + b[None, :], LABELS, return_aux=True, **kw)
+
+    (loss_f, aux_f), (loss_u, aux_u) = both(h, w, b)
     np.testing.assert_allclose(loss_f, loss_u, rtol=2e-5, atol=2e-6)
     for name, f, u in zip(aux_f._fields, aux_f, aux_u):
         assert f.dtype == u.dtype and f.shape == u.shape, name

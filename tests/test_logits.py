@@ -45,7 +45,7 @@ def _pair(seed, shape=(4, 9), scale=3.0):
 def test_matches_reference(name, axis):
     ours, theirs = KERNELS[name]
     a, b = _pair(0, (5, 6, 7))
-    got = ours(jnp.asarray(a), jnp.asarray(b), axis=axis)
+    got = jax.jit(lambda a, b: ours(a, b, axis=axis))(a, b)
     np.testing.assert_allclose(got, theirs(a, b, axis), rtol=1e-5, atol=1e-6)
     assert got.shape == np.sum(a, axis=axis).shape
 
@@ -54,9 +54,8 @@ def test_matches_reference(name, axis):
 def test_axis_equals_moveaxis(name):
     ours = KERNELS[name][0]
     a, b = map(jnp.asarray, _pair(1, (3, 8, 2)))
-    np.testing.assert_allclose(
-        ours(a, b, axis=1), ours(jnp.moveaxis(a, 1, -1), jnp.moveaxis(b, 1, -1)), rtol=1e-6, atol=1e-7
-    )
+    along_1, moved = jax.jit(lambda a, b: (ours(a, b, axis=1), ours(jnp.moveaxis(a, 1, -1), jnp.moveaxis(b, 1, -1))))(a, b)
+    np.testing.assert_allclose(along_1, moved, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
@@ -64,7 +63,7 @@ def test_where_equals_filtering(name):
     ours, theirs = KERNELS[name]
     a, b = _pair(2, (1, 8))
     keep = np.array([True, True, False, True, False, True, True, True])
-    got = ours(jnp.asarray(a), jnp.asarray(b), where=jnp.asarray(keep))
+    got = jax.jit(lambda a, b, keep: ours(a, b, where=keep))(a, b, keep)
     np.testing.assert_allclose(got, theirs(a[:, keep], b[:, keep]), rtol=1e-5, atol=1e-6)
 
 
@@ -72,28 +71,32 @@ def test_where_equals_filtering(name):
 def test_base_converts_units(name):
     ours = KERNELS[name][0]
     a, b = map(jnp.asarray, _pair(3))
-    nats = ours(a, b)
-    np.testing.assert_allclose(ours(a, b, base=2), nats / math.log(2), rtol=1e-6)
-    np.testing.assert_allclose(ours(a, b, base=10), nats / math.log(10), rtol=1e-6)
+    nats, bits, digits = jax.jit(lambda a, b: (ours(a, b), ours(a, b, base=2), ours(a, b, base=10)))(a, b)
+    np.testing.assert_allclose(bits, nats / math.log(2), rtol=1e-6)
+    np.testing.assert_allclose(digits, nats / math.log(10), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_log_probabilities_are_accepted_unchanged(name):
     ours = KERNELS[name][0]
     a, b = map(jnp.asarray, _pair(4))
-    np.testing.assert_allclose(
-        ours(jaxkl.log_softmax(a), jaxkl.log_softmax(b)), ours(a, b), rtol=1e-5, atol=1e-6
-    )
+    from_log_probs, from_logits = jax.jit(lambda a, b: (ours(jaxkl.log_softmax(a), jaxkl.log_softmax(b)), ours(a, b)))(a, b)
+    np.testing.assert_allclose(from_log_probs, from_logits, rtol=1e-5, atol=1e-6)
+
+
+# Every kernel on the same inputs in one compiled program (the examples below call it many times).
+all_kernels = jax.jit(lambda a, b: {name: ours(a, b) for name, (ours, _) in KERNELS.items()})
 
 
 @given(st.integers(0, 2**31 - 1), st.sampled_from([1.0, -7.5, 1e3]))
 def test_per_row_shift_invariance(seed, shift):
     a, b = _pair(seed, (3, 6))
     shifts = shift * np.array([[1.0], [0.0], [-2.0]], np.float32)
-    for name, (ours, _) in KERNELS.items():
-        moved = ours(jnp.asarray(a + shifts), jnp.asarray(b - shifts))
+    moved = all_kernels(jnp.asarray(a + shifts), jnp.asarray(b - shifts))
+    unmoved = all_kernels(jnp.asarray(a), jnp.asarray(b))
+    for name in KERNELS:
         # Adding c to logits rounds them by ~eps * |c|; the values move no more than that.
-        np.testing.assert_allclose(moved, ours(jnp.asarray(a), jnp.asarray(b)), atol=2e-6 * (1 + abs(shift)), err_msg=name)
+        np.testing.assert_allclose(moved[name], unmoved[name], atol=2e-6 * (1 + abs(shift)), err_msg=name)
 
 
 @given(st.integers(0, 2**31 - 1))
@@ -159,22 +162,26 @@ def test_analytic_gradients(derivative_rule):
     a, b = _pair(8)
     p, q = ref.softmax(a), ref.softmax(b)
     kl = ref.kl(p, q)[:, None]
-    ga, gb = jax.grad(lambda a, b: jnp.sum(jaxkl.kl_divergence_from_logits(a, b)), (0, 1))(jnp.asarray(a), jnp.asarray(b))
+    target = ref.random_probs(np.random.default_rng(9), a.shape, zeros=True)
+    # A -inf logit where the target is 0: 0 log 0 contributes nothing, d/dp is 0 there.
+    b_inf = np.where(target == 0, -np.inf, b)
+    ce_grad = jax.grad(lambda t, y: jnp.sum(jaxkl.cross_entropy_from_logits(t, y)), (0, 1))
+
+    @jax.jit  # every gradient in one program
+    def gradients(a, b, target, b_inf):
+        kl_grads = jax.grad(lambda a, b: jnp.sum(jaxkl.kl_divergence_from_logits(a, b)), (0, 1))(a, b)
+        entropy_grad = jax.grad(lambda a: jnp.sum(jaxkl.entropy_from_logits(a)))(a)
+        return kl_grads, entropy_grad, ce_grad(target, b), ce_grad(target, b_inf)
+
+    (ga, gb), ge, (gp, gy), (gp_inf, gy_inf) = gradients(a, b, target, b_inf)
     np.testing.assert_allclose(gb, q - p, atol=1e-6)
     np.testing.assert_allclose(ga, p * (np.log(p) - np.log(q) - kl), atol=1e-6)
     h = ref.entropy(p)[:, None]
-    ge = jax.grad(lambda a: jnp.sum(jaxkl.entropy_from_logits(a)))(jnp.asarray(a))
     np.testing.assert_allclose(ge, -p * (np.log(p) + h), atol=1e-6)
-    target = ref.random_probs(np.random.default_rng(9), a.shape, zeros=True)
-    gp, gy = jax.grad(lambda t, y: jnp.sum(jaxkl.cross_entropy_from_logits(t, y)), (0, 1))(
-        jnp.asarray(target), jnp.asarray(b)
-    )
     np.testing.assert_allclose(gy, target.sum(-1, keepdims=True) * q - target, atol=1e-6)
     np.testing.assert_allclose(gp, -np.log(q), rtol=1e-5)
-    # A -inf logit where the target is 0: 0 log 0 contributes nothing, d/dp is 0 there.
-    b_inf = np.where(target == 0, -np.inf, b)
     q_inf = ref.softmax(b_inf)
-    gp, gy = jax.jit(jax.grad(lambda t, y: jnp.sum(jaxkl.cross_entropy_from_logits(t, y)), (0, 1)))(target, b_inf)
+    gp, gy = gp_inf, gy_inf
     np.testing.assert_allclose(gy, target.sum(-1, keepdims=True) * q_inf - target, atol=1e-6)
     np.testing.assert_allclose(gp, np.where(target == 0, 0.0, -np.log(np.where(target == 0, 1.0, q_inf))), rtol=1e-5)
 
@@ -204,18 +211,28 @@ def test_transformations_agree_with_eager(name):
     ours = KERNELS[name][0]
     a, b = map(jnp.asarray, _pair(12, (3, 6)))
     eager = ours(a, b)
-    np.testing.assert_allclose(jax.jit(ours)(a, b), eager, rtol=1e-6)
-    np.testing.assert_allclose(jax.vmap(ours)(a, b), eager, rtol=1e-6)
     row = lambda a, b: ours(a[0], b[0])  # noqa: E731
-    rev = jax.jit(jax.jacrev(row, argnums=(0, 1)))(a, b)
-    fwd = jax.jit(jax.jacfwd(row, argnums=(0, 1)))(a, b)
-    for r, f in zip(rev, fwd):
+
+    @jax.jit  # every transformation in one compiled program
+    def transformed(a, b):
+        return {
+            "jit": ours(a, b),
+            "vmap": jax.vmap(ours)(a, b),
+            "rev": jax.jacrev(row, argnums=(0, 1))(a, b),
+            "fwd": jax.jacfwd(row, argnums=(0, 1))(a, b),
+            "checkpoint": jax.grad(lambda a, b: jnp.sum(jax.checkpoint(ours)(a, b)), (0, 1))(a, b),
+            "grad": jax.grad(lambda a, b: jnp.sum(ours(a, b)), (0, 1))(a, b),
+            "hessian": jax.hessian(lambda a: ours(a, b[0]))(a[0]),
+        }
+
+    out = transformed(a, b)
+    np.testing.assert_allclose(out["jit"], eager, rtol=1e-6)
+    np.testing.assert_allclose(out["vmap"], eager, rtol=1e-6)
+    for r, f in zip(out["rev"], out["fwd"]):
         np.testing.assert_allclose(r, f, rtol=1e-5, atol=1e-7)
-    ck = jax.jit(jax.grad(lambda a, b: jnp.sum(jax.checkpoint(ours)(a, b)), (0, 1)))(a, b)
-    g = jax.jit(jax.grad(lambda a, b: jnp.sum(ours(a, b)), (0, 1)))(a, b)
-    for x, y in zip(ck, g):
+    for x, y in zip(out["checkpoint"], out["grad"]):
         np.testing.assert_allclose(x, y, rtol=1e-6)
-    hess = jax.jit(jax.hessian(lambda a: ours(a, b[0])))(a[0])
+    hess = out["hessian"]
     np.testing.assert_allclose(hess, hess.T, rtol=1e-4, atol=1e-6)
 
 
@@ -232,11 +249,15 @@ def test_bfloat16_in_bfloat16_out_within_rounding(name):
     ours = KERNELS[name][0]
     a, b = _pair(13, (4, 512))
     a16, b16 = jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16)
-    out = ours(a16, b16)
+
+    @jax.jit  # one program: the bfloat16 value, its float32 reference and the bfloat16 gradients
+    def run(a16, b16):
+        grads = jax.grad(lambda a, b: jnp.sum(ours(a, b).astype(jnp.float32)), (0, 1))(a16, b16)
+        return ours(a16, b16), ours(a16.astype(jnp.float32), b16.astype(jnp.float32)), grads
+
+    out, exact, grads = run(a16, b16)
     assert out.dtype == jnp.bfloat16
-    exact = ours(a16.astype(jnp.float32), b16.astype(jnp.float32))
     np.testing.assert_allclose(np.asarray(out, np.float32), exact, rtol=2 ** -7, atol=1e-3)
-    grads = jax.grad(lambda a, b: jnp.sum(ours(a, b).astype(jnp.float32)), (0, 1))(a16, b16)
     assert all(g.dtype == jnp.bfloat16 and np.isfinite(np.asarray(g, np.float32)).all() for g in grads)
 
 

@@ -326,7 +326,7 @@ def test_gspo_token_gradient_with_per_token_advantages(x64):
     # GSPO-token: d/d lp_t of -min(s A_t, clip(s) A_t) with s_t = sg[s] pi_t / sg[pi_t] is
     # -A_t s (unclipped branch) per token, averaged over the sequence's tokens and the sequences.
     lp, old, adv, _, _, mask = _policy_inputs(11, True)
-    g = jax.grad(lambda x: jaxkl.policy_loss(x, old, adv, where=mask, loss_type="gspo", clip_eps=10.0)[0])(lp)
+    g = jax.jit(jax.grad(lambda x: jaxkl.policy_loss(x, old, adv, where=mask, loss_type="gspo", clip_eps=10.0)[0]))(lp)
     n_i = mask.sum(1)
     s = np.exp(np.where(mask, lp - old, 0).sum(1) / n_i)[:, None]
     want = np.where(mask, -adv * s / n_i[:, None] / lp.shape[0], 0.0)

@@ -100,7 +100,7 @@ def test_softmax_jacobian_matches_closed_form():
 def test_logsumexp_hessian_is_the_softmax_covariance():
     x = jnp.array([0.3, -1.2, 2.0])
     p = ref.softmax(np.asarray(x))
-    np.testing.assert_allclose(jax.hessian(jaxkl.logsumexp)(x), np.diag(p) - np.outer(p, p), atol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.hessian(jaxkl.logsumexp))(x), np.diag(p) - np.outer(p, p), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(PRIMITIVES))
@@ -117,10 +117,15 @@ def test_jit_vmap_and_checkpoint_agree_with_eager(name):
     f = PRIMITIVES[name][0]
     x = jnp.asarray(ref.random_logits(np.random.default_rng(4), (3, 7)))
     eager = f(x)
-    np.testing.assert_allclose(jax.jit(f)(x), eager, rtol=1e-6)
-    np.testing.assert_allclose(jax.vmap(f)(x), eager, rtol=1e-6)
-    g = jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)
-    g_ckpt = jax.grad(lambda x: jnp.sum(jnp.sin(jax.checkpoint(f)(x))))(x)
+    # Every transformation in one compiled program; only `eager` runs op by op.
+    jitted, vmapped, g, g_ckpt = jax.jit(lambda x: (
+        f(x),
+        jax.vmap(f)(x),
+        jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x),
+        jax.grad(lambda x: jnp.sum(jnp.sin(jax.checkpoint(f)(x))))(x),
+    ))(x)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6)
+    np.testing.assert_allclose(vmapped, eager, rtol=1e-6)
     np.testing.assert_allclose(g_ckpt, g, rtol=1e-6)
 
 

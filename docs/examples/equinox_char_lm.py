@@ -172,7 +172,8 @@ def main(*, steps=300, width=64, heads=4, layers=2, context=64, batch=32, learni
                                                        context=context, key=key))(jax.random.key(seed))
     params, static = eqx.partition(model, eqx.is_array)
     optimizer = optax.adamw(learning_rate, weight_decay=0.01)
-    state = {name: (params, optimizer.init(params)) for name in HEAD_LOSSES}  # the same start
+    opt_state = jax.jit(optimizer.init)(params)
+    state = {name: (params, opt_state) for name in HEAD_LOSSES}  # the same start
 
     tokens, targets = windows(train, rng.integers(0, len(train) - context - 1, batch), context)
     # Each step is compiled once, ahead of time: the same executable is measured and then run.
@@ -181,7 +182,7 @@ def main(*, steps=300, width=64, heads=4, layers=2, context=64, batch=32, learni
         steps_fn[name], step_temp[name] = compiled_with_temp(
             make_step(loss, static, optimizer), *state[name], tokens, targets)
     # The head's loss and gradient alone, at the same shapes: the part the fused kernel changes.
-    head_args = flat_hidden(model, tokens), model.head, targets.reshape(-1)
+    head_args = eqx.filter_jit(flat_hidden)(model, tokens), model.head, targets.reshape(-1)
     head_temp = {name: compiled_with_temp(jax.grad(loss, argnums=(0, 1)), *head_args)[1]
                  for name, loss in HEAD_LOSSES.items()}
 

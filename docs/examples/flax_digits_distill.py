@@ -110,6 +110,11 @@ def train_step(model, optimizer, data, idx, key, *, loss_fn):
 
 
 @nnx.jit
+def predict(model, x):
+    return model(x)
+
+
+@nnx.jit
 def accuracy(model, x, y):
     return jnp.mean(jnp.argmax(model(x), axis=-1) == y)
 
@@ -137,7 +142,7 @@ def run_seed(seed, *, steps, labelled, teacher_hidden, student_hidden, batch_siz
     k_teacher, key = jax.random.split(key)
     curves = {"teacher": train(teacher, labels_loss, data, steps=steps, batch_size=batch_size,
                                key=k_teacher, eval_every=eval_every)}
-    data |= {"teacher_lab": teacher(data["x_lab"]), "teacher_unlab": teacher(data["x_unlab"])}
+    data |= {"teacher_lab": predict(teacher, data["x_lab"]), "teacher_unlab": predict(teacher, data["x_unlab"])}
     for name in STUDENTS:
         student = new_mlp((64, student_hidden, 10), nnx.Rngs(seed + 1))  # same start for all three
         curves[name] = train(student, LOSSES[name], data, steps=steps, batch_size=batch_size,

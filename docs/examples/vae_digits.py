@@ -99,23 +99,25 @@ def main(*, steps=1500, latent=8, hidden=128, batch=128, learning_rate=1e-3, eva
     key, k_model = jax.random.split(jax.random.key(seed))
     model = new_vae(latent, hidden, k_model)
     optimizer = optax.adam(learning_rate)
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    opt_state = jax.jit(optimizer.init)(eqx.filter(model, eqx.is_array))
 
     @eqx.filter_jit
-    def step(model, opt_state, batch, key):
+    def step(model, opt_state, key):
+        # The minibatch is drawn inside the step: one compiled program per step, no small dispatches.
+        key, k_batch, k_step, k_eval = jax.random.split(key, 4)
+        pixels = train[jax.random.randint(k_batch, (batch,), 0, train.shape[0])]
+
         def loss(model):  # the negative ELBO, averaged over the batch
-            reconstruction, kl = elbo_terms(model, batch, key)
+            reconstruction, kl = elbo_terms(model, pixels, k_step)
             return jnp.mean(reconstruction + kl)
 
         value, grads = eqx.filter_value_and_grad(loss)(model)
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, value
+        return eqx.apply_updates(model, updates), opt_state, key, k_eval
 
     curves = {"step": [], "train": [], "test": []}
     for i in range(steps):
-        key, k_batch, k_step, k_eval = jax.random.split(key, 4)
-        idx = jax.random.randint(k_batch, (batch,), 0, train.shape[0])
-        model, opt_state, _ = step(model, opt_state, train[idx], k_step)
+        model, opt_state, key, k_eval = step(model, opt_state, key)
         if (i + 1) % eval_every == 0 or i + 1 == steps:
             curves["step"].append(i + 1)
             curves["train"].append({k: float(v) for k, v in evaluate(model, train, k_eval).items()})
