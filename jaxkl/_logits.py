@@ -219,10 +219,12 @@ def _cross_entropy_tangent(static, arrays, norm, tangents):
 
 
 # No CPU rule (unlike `cross_entropy_loss`): forming `exp(logits - max)` once and
-# building the gradient from it keeps it as a rows x classes temporary, and each
-# kernel timed in a fresh process (`python -m bench --sweep`, jax 0.10.1, 2 cores)
-# ran that 10-25% slower than rebuilding the softmax in the backward pass, at all
-# four sweep shapes in float32 and bfloat16.
+# building the gradient from it keeps it as a rows x classes temporary (the
+# gradient wrt the targets needs its own buffer). In `python -m bench --sweep
+# --kernels cross_entropy` (jax 0.10.1, 2 cores) that rule measured fwd+bwd
+# 0.71-0.91x the fastest peer in float32 and 1.59-1.74x in bfloat16, against
+# 0.70-0.93x and 1.72-2.02x for this one: no faster, so the simpler rule stays.
+# Both lose in float32; see docs/benchmarks.md.
 _cross_entropy = row_kernel(_cross_entropy_forward, _cross_entropy_tangent, ("full", "full", "mask"))
 
 
