@@ -252,11 +252,7 @@ def _measure_in_process(args, config, device, budget, progress, label) -> dict:
     task = progress.add_task(f"{label}: compiling", total=None) if progress else None
     arrays = harness.host_inputs(config["rows"], config["classes"], config["dtype"])
     start = time.perf_counter()
-    entries, skipped = harness.jax_entries(args.kernels, args.impls, device, arrays, budget)
-    if config["backend"] == "cpu":  # NumPy and PyTorch run on the host, interleaved with JAX's CPU entries
-        more, more_skipped = harness.host_entries(args.kernels, args.impls, arrays, budget)
-        entries += more
-        skipped += more_skipped
+    entries, skipped = harness.all_entries(args.kernels, args.impls, config["backend"], device, arrays, budget)
     setup_s = time.perf_counter() - start
     if progress:
         progress.update(task, description=f"{label}: timing", total=len(entries) * (args.repeats + 1))

@@ -170,6 +170,16 @@ def jax_entries(kernels, impls, device, arrays, budget_bytes) -> tuple[list[Entr
     return entries, skipped
 
 
+def all_entries(kernels, impls, platform, device, arrays, budget_bytes) -> tuple[list[Entry], list[dict]]:
+    """`jax_entries`, plus on CPU the NumPy and PyTorch entries interleaved with them."""
+    entries, skipped = jax_entries(kernels, impls, device, arrays, budget_bytes)
+    if platform == "cpu":
+        more, more_skipped = host_entries(kernels, impls, arrays, budget_bytes)
+        entries += more
+        skipped += more_skipped
+    return entries, skipped
+
+
 def _numpy_peak(fn: Callable, args: list) -> int:
     """Peak bytes NumPy allocates during one call (tracemalloc sees NumPy's buffers)."""
     tracemalloc.start()

@@ -35,11 +35,7 @@ def measure(spec: dict) -> dict:
     kernel = spec["kernel"]
     start = time.perf_counter()
     arrays = harness.host_inputs(spec["rows"], spec["classes"], spec["dtype"], names=jax_impls.TABLE[kernel].inputs)
-    entries, skipped = harness.jax_entries([kernel], spec["impls"], device, arrays, spec["budget"])
-    if spec["backend"] == "cpu":  # NumPy and PyTorch run on the host, interleaved with JAX's CPU entries
-        more, more_skipped = harness.host_entries([kernel], spec["impls"], arrays, spec["budget"])
-        entries += more
-        skipped += more_skipped
+    entries, skipped = harness.all_entries([kernel], spec["impls"], spec["backend"], device, arrays, spec["budget"])
     setup_s = time.perf_counter() - start
     repeats = harness.time_entries(entries, spec["repeats"], lambda: None, spec["seconds"])
     return {
