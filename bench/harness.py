@@ -278,7 +278,7 @@ def bf16_accuracy(kernels, arrays, device) -> list[dict]:
         args32 = [x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x for x in args]
         fwd, fb = jax_impls.forward_and_backward(kernel, fn)
         v16, v32 = (float(jax.jit(fwd)(*xs)) for xs in (args, args32))
-        g16, g32 = jax.jit(fb)(*args), jax.jit(fb)(*args32)
+        (_, g16), (_, g32) = jax.jit(fb)(*args), jax.jit(fb)(*args32)
         grad_rel = max(
             float(jnp.max(jnp.abs(x.astype(jnp.float32) - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-30))
             for x, y in zip(g16, g32)

@@ -6,8 +6,9 @@ JAX peers; adding a kernel to every preset, report and plot is adding one entry
 
 Every function returns a scalar — the **sum over rows** of a kernel's per-row
 value, or a loss at its default reduction — so that forward and forward+backward
-(`jax.grad` wrt the entry's `grad` inputs) time the same computation. The
-final sum over rows is O(rows) and does not change the ranking.
+(`jax.value_and_grad` wrt the entry's `grad` inputs: a training step needs the
+loss it logs as well as its gradient) time the same computation. The final sum
+over rows is O(rows) and does not change the ranking.
 
 * `jaxkl`: the library function.
 * `optax`: optax's nearest equivalent, written the way its documentation suggests.
@@ -353,8 +354,13 @@ KERNELS = tuple(TABLE)
 
 
 def forward_and_backward(kernel: str, fn: Callable) -> tuple[Callable, Callable]:
-    """`(forward, forward+backward)`: the value, and the gradient wrt the kernel's `grad` inputs."""
-    return fn, jax.grad(fn, argnums=TABLE[kernel].grad)
+    """`(forward, forward+backward)`: the value, and `(value, gradient)` wrt the kernel's `grad` inputs.
+
+    `value_and_grad`, not `grad`: with `grad` alone XLA drops the value's own
+    reduction from a peer's program, a saving no training step that logs its
+    loss gets.
+    """
+    return fn, jax.value_and_grad(fn, argnums=TABLE[kernel].grad)
 
 
 # ---------------------------------------------------------------------- floors

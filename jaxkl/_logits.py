@@ -200,22 +200,23 @@ def _cross_entropy_forward(static, p, y, where):
     t = prepare_probs(p, where)
     z = prepare_logits(y, where)
     norm = log_normalizer(z, *static)
-    return _cross_entropy_value(static, t, log_probs(z, norm)).astype(y.dtype), norm
+    # The targets' mass is a statistic of the forward (its row is in cache
+    # there), so that the derivative below is purely elementwise: a row sum
+    # in it made XLA write the checked targets out at full size first.
+    mass = row_sum(t, *static, keepdims=True)
+    return _cross_entropy_value(static, t, log_probs(z, norm)).astype(y.dtype), (norm, mass)
 
 
-def _cross_entropy_tangent_from(static, t, logq, q, tangents):
-    axis, axis_name = static
+def _cross_entropy_tangent(static, arrays, stats, tangents):
+    p, y, where = arrays
+    norm, mass = stats
     dp, dy = tangents[:2]
+    t = prepare_probs(p, where)
+    logq = log_probs(prepare_logits(y, where), norm)
     # d/dp = -log Q, except that an unused class (p = 0 and Q = 0) is 0 log 0.
     coef_p = jnp.where((t == 0) & (logq == -jnp.inf), 0.0, -logq)
-    coef_y = row_sum(t, axis, axis_name, keepdims=True) * q - t
+    coef_y = mass * jnp.exp(logq) - t
     return with_tangent(coef_p, dp, *static) + with_tangent(coef_y, dy, *static)
-
-
-def _cross_entropy_tangent(static, arrays, norm, tangents):
-    p, y, where = arrays
-    logq = log_probs(prepare_logits(y, where), norm)
-    return _cross_entropy_tangent_from(static, prepare_probs(p, where), logq, jnp.exp(logq), tangents)
 
 
 # No CPU rule (unlike `cross_entropy_loss`): forming `exp(logits - max)` once and

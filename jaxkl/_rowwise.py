@@ -52,6 +52,7 @@ def row_kernel(
     *,
     cpu_jvp: Callable[..., tuple[jax.Array, jax.Array]] | None = None,
     block_scale: int = 1,
+    unblocked_16bit_up_to: int = 0,
 ) -> Callable[..., jax.Array]:
     """Make `kernel(static, *arrays)` with a rematerialised JVP.
 
@@ -74,8 +75,13 @@ def row_kernel(
     `block_scale` multiplies the CPU row block (`BLOCK_ELEMENTS`): a forward
     that is one log-normaliser does little work per block, so the loop's
     per-step cost weighs more and larger blocks pay.
+
+    `unblocked_16bit_up_to`: 16-bit inputs of at most this many elements run
+    unblocked (see `by_row_blocks`).
     """
-    blocks = functools.partial(by_row_blocks, block_scale=block_scale)
+    blocks = functools.partial(
+        by_row_blocks, block_scale=block_scale, unblocked_16bit_up_to=unblocked_16bit_up_to
+    )
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
     def kernel(static, *arrays):
@@ -153,7 +159,8 @@ def _as_bits(op: jax.Array) -> jax.Array:
     XLA:CPU has no 16-bit-float dynamic-slice: it converts the whole input to
     float32 before the loop (a rows x classes float32 temporary, measured 256
     MiB at 2048 x 32768 bfloat16). Sliced as integers, each block is converted
-    inside the loop instead.
+    inside the loop instead. The bitcast itself is one copy of the input (XLA:CPU
+    runs it as a loop), half the size of the float32 one.
     """
     if jnp.issubdtype(op.dtype, jnp.floating) and jnp.dtype(op.dtype).itemsize == 2:
         return jax.lax.bitcast_convert_type(op, jnp.uint16)
@@ -165,16 +172,26 @@ def _from_bits(op: jax.Array, dtype: Any) -> jax.Array:
 
 
 def by_row_blocks(
-    fn: Callable[..., Any], static: tuple, kinds: tuple[str, ...], operands: tuple, block_scale: int = 1
+    fn: Callable[..., Any],
+    static: tuple,
+    kinds: tuple[str, ...],
+    operands: tuple,
+    block_scale: int = 1,
+    unblocked_16bit_up_to: int = 0,
 ) -> Any:
     """`fn(static, *operands)`, on CPU mapped over blocks of rows with `lax.map`.
 
     Other backends (and shapes `block_rows` declines) run `fn` as it is.
     Outputs must be shaped like the input, like a row, or like a row with a
-    kept class axis of 1 (the statistics).
+    kept class axis of 1 (the statistics). Blocking 16-bit inputs costs one
+    copy of them (see `_as_bits`): inputs of at most `unblocked_16bit_up_to`
+    elements run unblocked instead.
     """
-    full = next(op.shape for op, kind in zip(operands, kinds) if kind == "full")
+    first = next(op for op, kind in zip(operands, kinds) if kind == "full")
+    full = first.shape
     block = block_rows(full, static.axis, static.axis_name, block_scale)
+    if jnp.dtype(first.dtype).itemsize == 2 and math.prod(full) <= unblocked_16bit_up_to:
+        block = None
     if block is None:
         return fn(static, *operands)
     lead, classes = full[:-1], full[-1]
