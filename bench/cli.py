@@ -103,6 +103,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="time every kernel in this one process instead of one fresh process per kernel "
         "(faster to start; large-shape timings then depend on what else the process holds)",
     )
+    ap.add_argument(
+        "--processes", type=int, default=1, metavar="K",
+        help="time each kernel in K fresh processes one after another and pool their rounds "
+        "(median over all): a process that runs slow as a whole weighs 1/K (default 1)",
+    )
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
     ap.add_argument("--from-json", type=Path, help="re-render the reports from a results.json instead of measuring")
@@ -182,6 +187,8 @@ def run(args: argparse.Namespace) -> dict:
         "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None,
         # One fresh process per kernel (bench.isolated), or all in this one (--in-process).
         "isolated": args.isolate,
+        # Fresh processes per kernel whose rounds are pooled (--processes).
+        "processes": args.processes if args.isolate else 1,
         "machine": machine_info(),
         "versions": versions(),
         "backends": [],
@@ -235,7 +242,7 @@ def _measure_isolated(args, config, device, budget, progress, label) -> dict:
             # --seconds caps a whole configuration: each kernel gets its share.
             seconds=args.seconds / len(args.kernels),
         )
-        got = isolated.run(spec)
+        got = isolated.pooled([isolated.run(spec) for _ in range(max(1, args.processes))])
         out["setup_s"] += got["setup_s"]
         out["repeats"] = min(out["repeats"], got["repeats"])
         out["entries"] += got["entries"]

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,6 +58,37 @@ def in_fresh_process(module: str, *args: str) -> Any:
     if proc.returncode != 0:
         raise RuntimeError(f"python -m {module} {' '.join(args)[:200]} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One `measure` result from several processes' runs of the same spec.
+
+    Each entry's timed rounds are pooled and its median taken over all of
+    them: a process that ran slow as a whole (on a shared machine the same
+    program measured up to 2x apart in two fresh processes) then moves the
+    median by its share of the rounds, not all the way. Compile time and
+    memory are the first run's (they do not depend on the process).
+    """
+    first = runs[0]
+
+    def key(entry):
+        return entry["kernel"], entry["impl"], entry["mode"]
+
+    times = {key(e): [] for e in first["entries"]}
+    for run in runs:
+        for e in run["entries"]:
+            times[key(e)] += e["times"]
+    entries = []
+    for entry in first["entries"]:
+        pooled_times = times[key(entry)]
+        median = float(np.median(pooled_times)) if pooled_times else None
+        entries.append(entry | {"times": pooled_times, "median_s": median})
+    return first | {
+        "setup_s": sum(run["setup_s"] for run in runs),
+        "repeats": sum(run["repeats"] for run in runs),
+        "processes": len(runs),
+        "entries": entries,
+    }
 
 
 def run(spec: dict) -> dict:

@@ -37,6 +37,40 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert "did not measure" in printed
 
 
+def test_processes_pool_their_rounds(tmp_path):
+    """--processes K: each kernel is timed in K fresh processes and every round counts."""
+    out = tmp_path / "pooled"
+    argv = ["--sweep", "--sizes", "8x16", "--repeats", "2", "--quiet", "--kernels", "entropy", "--no-plot"]
+    assert cli.main(argv + ["--processes", "2", "--dtypes", "float32", "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["isolated"] and doc["processes"] == 2
+    entries = [e for c in doc["configs"] for e in c["entries"] if e["kernel"] == "entropy"]
+    assert {e["impl"] for e in entries} >= {"jaxkl", "jnp"}
+    assert all(len(e["times"]) == 4 for e in entries), [len(e["times"]) for e in entries]
+    assert all(e["median_s"] == pytest.approx(np.median(e["times"])) for e in entries)
+
+
+def test_pooled_takes_the_median_of_every_process_round():
+    from bench import isolated
+
+    def run(jaxkl_times, jnp_times, setup):
+        entries = [
+            dict(kernel="kl", impl="jaxkl", mode="fwd", compile_s=1.0, times=jaxkl_times),
+            dict(kernel="kl", impl="jnp", mode="fwd", compile_s=2.0, times=jnp_times),
+        ]
+        return dict(setup_s=setup, repeats=len(jaxkl_times), entries=entries, skipped_entries=[])
+
+    # The second process runs jaxkl slow as a whole; its entries come back in another order.
+    first, second = run([1.0, 1.1, 1.2], [2.0, 2.0, 2.0], 3.0), run([5.0, 5.0, 5.0], [2.0, 2.0, 2.0], 4.0)
+    second["entries"].reverse()
+    got = isolated.pooled([first, second])
+    by_impl = {e["impl"]: e for e in got["entries"]}
+    assert by_impl["jaxkl"]["times"] == [1.0, 1.1, 1.2, 5.0, 5.0, 5.0]
+    assert by_impl["jaxkl"]["median_s"] == pytest.approx(np.median([1.0, 1.1, 1.2, 5.0, 5.0, 5.0]))
+    assert by_impl["jnp"]["median_s"] == 2.0 and by_impl["jnp"]["compile_s"] == 2.0
+    assert got["repeats"] == 6 and got["setup_s"] == 7.0 and got["processes"] == 2
+
+
 def test_sweep_preset_covers_the_fused_head(tmp_path):
     out = tmp_path / "sweep"
     argv = ["--sweep", "--sizes", "8x16", "--repeats", "1", "--quiet", "--kernels", "fused_ce", "--in-process"]
