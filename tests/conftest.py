@@ -29,6 +29,21 @@ settings.register_profile(
 settings.load_profile("jaxkl")
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n N`` (xdist's default ``--dist load``), hand out whole test files.
+
+    Most of the suite's time is XLA compilation, and compiled programs are cached per
+    process: a file's tests share programs (module-level jitted helpers, module-scoped
+    fixtures, the same shapes), which two workers would each compile again. Another
+    ``--dist`` mode given on the command line is left as it is.
+    """
+    if config.getoption("dist", None) == "load":
+        from xdist.scheduler import LoadFileScheduling
+
+        return LoadFileScheduling(config, log)
+    return None
+
+
 @pytest.fixture
 def x64():
     """Run the test with float64 enabled."""
