@@ -112,6 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quiet", action="store_true", help="no progress display")
     ap.add_argument("--from-json", type=Path, help="re-render the reports from a results.json instead of measuring")
     args = ap.parse_args(argv)
+    if args.processes < 1:
+        ap.error(f"--processes must be at least 1, got {args.processes}")
+    if args.processes > 1 and not args.isolate:
+        ap.error("--processes needs fresh processes; it cannot be combined with --in-process")
     p = PRESETS[args.preset]
     args.sizes = args.sizes or p.sizes
     args.dtypes = args.dtypes or p.dtypes
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
         # One fresh process per kernel (bench.isolated), or all in this one (--in-process).
         "isolated": args.isolate,
         # Fresh processes per kernel whose rounds are pooled (--processes).
-        "processes": args.processes if args.isolate else 1,
+        "processes": args.processes,
         "machine": machine_info(),
         "versions": versions(),
         "backends": [],
@@ -242,7 +246,7 @@ def _measure_isolated(args, config, device, budget, progress, label) -> dict:
             # --seconds caps a whole configuration: each kernel gets its share.
             seconds=args.seconds / len(args.kernels),
         )
-        got = isolated.pooled([isolated.run(spec) for _ in range(max(1, args.processes))])
+        got = isolated.pooled([isolated.run(spec) for _ in range(args.processes)])
         out["setup_s"] += got["setup_s"]
         out["repeats"] = min(out["repeats"], got["repeats"])
         out["entries"] += got["entries"]

@@ -212,10 +212,10 @@ def whole_matrix_losses(x, y, where, inv_tau):
     plain `jnp` loss (`python -m bench --sweep --kernels contrastive`).
     `where` is the mask of kept pairs, or None (no select over the matrix).
 
-    The positives are read off the matrix's diagonal (a gather inside the final
-    fusion) rather than a batched dot of `x` and `y`: at N = 32 and 512 the
-    batched dot cost 5-20% of the forward pass, and a select-and-sum over the
-    whole matrix more (throwaway A/B against plain `jnp`, one process each).
+    The positives are read off the matrix's diagonal rather than a batched dot
+    of `x` and `y`: at N = 32 the batched dot, one more op, cost about 10% of
+    the forward pass, and a select-and-sum over the matrix cost about 10% at
+    N = 512 (throwaway A/B against plain `jnp`, one process each).
     """
     s = _strip(x, None, y, None, inv_tau)
     positives = jnp.diagonal(s)

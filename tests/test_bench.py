@@ -37,6 +37,13 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert "did not measure" in printed
 
 
+@pytest.mark.parametrize("argv", [["--processes", "0"], ["--processes", "2", "--in-process"]])
+def test_processes_argument_errors_name_it(argv, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(argv)
+    assert "--processes" in capsys.readouterr().err
+
+
 def test_processes_pool_their_rounds(tmp_path):
     """--processes K: each kernel is timed in K fresh processes and every round counts."""
     out = tmp_path / "pooled"
