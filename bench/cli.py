@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="kernels to time (default: all): " + ", ".join(jax_impls.KERNELS),
     )
     ap.add_argument("--impls", nargs="+", choices=ALL_IMPLS, metavar="IMPL", help="implementations: " + ", ".join(ALL_IMPLS))
-    ap.add_argument("--repeats", type=int, help="timed rounds per entry (median reported)")
+    ap.add_argument("--repeats", type=int, help="timed rounds per entry (median reported; a kernel whose rounds are short gets more, up to 20x)")
     ap.add_argument("--seconds", type=float, default=300.0, help="cap on timed rounds per configuration (at least 3 rounds)")
     ap.add_argument("--mem-gb", type=float, default=16.0, help="skip what would need more memory than this")
     ap.add_argument("--out", type=Path, help="results folder (default bench/results/<preset>)")

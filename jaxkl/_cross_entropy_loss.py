@@ -44,6 +44,7 @@ from . import _checks, _validate
 from ._axes import class_axes
 from ._reductions import example_weights, reduce, weighted_sum
 from ._rowwise import (
+    LOG_NORMALIZER_BLOCKING,
     compute_dtype,
     label_logits,
     label_mask,
@@ -169,18 +170,12 @@ def _ce_cpu_jvp(static, arrays, tangents):
     return value, _ce_tangent_from(static, p, shift + normalizer[1], arrays, tangents)
 
 
-# Blocks 4x the default: 512 x 8192 float32 forward 1.0x plain `jnp` against 0.8x
-# (`python -m bench --sweep`); the forward is the log-normaliser alone. 16-bit
-# logits up to 2**22 elements run unblocked: at 512 x 8192 bfloat16 the forward
-# took 6.5-6.9 ms unblocked against 7.7-8.6 ms blocked (optax: 6.2-9.8 ms, same
-# processes); at 8192 x 1024 and 32 x 262144 blocked was faster (16-21 ms against 22-24).
 _cross_entropy = row_kernel(
     _ce_forward,
     _ce_tangent,
     ("full", "row", "row", "row", "class", "row"),
     cpu_jvp=_ce_cpu_jvp,
-    block_scale=4,
-    unblocked_16bit_up_to=2**22,
+    **LOG_NORMALIZER_BLOCKING,
 )
 
 

@@ -27,6 +27,7 @@ from . import _validate
 from ._axes import class_axes
 from ._logits import temperature_scale
 from ._rowwise import (
+    LOG_NORMALIZER_BLOCKING,
     compute_dtype,
     finite_log_sum,
     label_logits,
@@ -91,7 +92,9 @@ def _token_tangent(static, arrays, stats, tangents):
     return jnp.stack([d_logp, scale * with_tangent(coef_h, dx, axis, axis_name)], axis=-1)
 
 
-_token_logprobs = row_kernel(_token_forward, _token_tangent, ("full", "row", "row", "mask"))
+_token_logprobs = row_kernel(
+    _token_forward, _token_tangent, ("full", "row", "row", "mask"), **LOG_NORMALIZER_BLOCKING
+)
 
 
 def token_values(x, tokens, *, axis, scale, entropy, where=None, axis_name=None):

@@ -5,6 +5,7 @@ present) and the report logic on synthetic timings, never the timings themselves
 """
 
 import json
+import time
 
 import jax
 import numpy as np
@@ -53,8 +54,18 @@ def test_processes_pool_their_rounds(tmp_path):
     assert doc["isolated"] and doc["processes"] == 2
     entries = [e for c in doc["configs"] for e in c["entries"] if e["kernel"] == "entropy"]
     assert {e["impl"] for e in entries} >= {"jaxkl", "jnp"}
-    assert all(len(e["times"]) == 4 for e in entries), [len(e["times"]) for e in entries]
+    # A kernel this small gets the most rounds each process allows: 20 x --repeats.
+    assert all(len(e["times"]) == 2 * 2 * harness.MAX_EXTRA_FACTOR for e in entries), [len(e["times"]) for e in entries]
     assert all(e["median_s"] == pytest.approx(np.median(e["times"])) for e in entries)
+
+
+def test_short_kernels_get_more_rounds(monkeypatch):
+    """Rounds go on until a kernel's timed rounds add up to MIN_GROUP_SECONDS, up to 20x --repeats."""
+    monkeypatch.setattr(harness, "MIN_GROUP_SECONDS", 0.05)
+    entries = [harness.Entry("fast", impl, "fwd", lambda: None) for impl in ("jaxkl", "jnp")]
+    entries += [harness.Entry("slow", impl, "fwd", lambda: time.sleep(0.02)) for impl in ("jaxkl", "jnp")]
+    assert harness.time_entries(entries, 3, lambda: None) == 3  # the fewest any kernel got
+    assert [len(e.times) for e in entries] == [3 * harness.MAX_EXTRA_FACTOR] * 2 + [3, 3]
 
 
 def test_pooled_takes_the_median_of_every_process_round():

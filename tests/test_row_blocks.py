@@ -16,6 +16,7 @@ from tests import reference as ref
 @pytest.fixture
 def tiny_blocks(monkeypatch):
     monkeypatch.setattr(_rowwise, "BLOCK_ELEMENTS", 20)  # 2 rows of 10 classes per block
+    monkeypatch.setattr(_rowwise, "SMALL_INPUT_ELEMENTS", 0)  # every input is blocked
     jax.clear_caches()  # traces made with the default block size must not be reused
     yield
     jax.clear_caches()
@@ -45,8 +46,25 @@ def _inputs():
 
 def test_blocked_path_is_taken(tiny_blocks):
     a, b, _ = _inputs()
-    hlo = jax.jit(jaxkl.kl_divergence_from_logits).lower(a, b).compile().as_text()
-    assert "while" in hlo
+    labels = np.zeros(a.shape[:-1], np.int32)
+    for fn in (jaxkl.kl_divergence_from_logits, jaxkl.cross_entropy_loss, jaxkl.token_logprobs):
+        hlo = jax.jit(fn).lower(a, b if fn is jaxkl.kl_divergence_from_logits else labels).compile().as_text()
+        assert "while" in hlo, fn.__name__
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_small_inputs_of_log_normalizer_kernels_run_unblocked(dtype):
+    # At most SMALL_INPUT_ELEMENTS elements: no row loop; one row block more: the loop.
+    classes = 8192
+    for rows, blocked in ((_rowwise.SMALL_INPUT_ELEMENTS // classes, False), (1024 + 128, True)):
+        logits = jax.ShapeDtypeStruct((rows, classes), dtype)
+        labels = jax.ShapeDtypeStruct((rows,), jnp.int32)
+        for fn in (jaxkl.cross_entropy_loss, jaxkl.token_logprobs):
+            hlo = jax.jit(fn).lower(logits, labels).compile().as_text()
+            assert ("while" in hlo) == blocked, (fn.__name__, rows, dtype)
+    # Kernels that do more work per row block keep their blocks at small sizes.
+    logits = jax.ShapeDtypeStruct((512, classes), dtype)
+    assert "while" in jax.jit(jaxkl.entropy_from_logits).lower(logits).compile().as_text()
 
 
 @np.errstate(invalid="ignore", divide="ignore")  # the references meet -inf - -inf on empty rows
