@@ -143,12 +143,34 @@ def _jaxkl_grpo(a, b, y):
     return jaxkl.policy_loss(lp, old, adv)[0]
 
 
-def _jnp_grpo(a, b, y):
+def _trl_grpo(lp, old, adv):
     # TRL's GRPO loss written out: clipped surrogate, mean per sequence, then over sequences.
-    lp, old, adv = _grpo(_jnp_token_logprobs)(a, b, y)
     ratio = jnp.exp(lp - old)
     per_token = -jnp.minimum(ratio * adv[:, None], jnp.clip(ratio, 0.8, 1.2) * adv[:, None])
     return jnp.mean(jnp.mean(per_token, axis=1))
+
+
+def _jnp_grpo(a, b, y):
+    return _trl_grpo(*_grpo(_jnp_token_logprobs)(a, b, y))
+
+
+def _head_grpo(h, w):
+    """Sequences `(B, T)` of the head's rows, the sampling policy's log-probs (uniform) and the advantages."""
+    b, t = _rl_shape(h.shape[0])
+    old = jnp.full((b, t), -math.log(w.shape[1]), jnp.float32)
+    adv = jnp.where(jnp.arange(b) % 2 == 0, 1.0, -1.0).astype(jnp.float32)
+    return (b, t), old, adv
+
+
+def _jaxkl_fused_grpo(h, w, y):
+    shape, old, adv = _head_grpo(h, w)
+    return jaxkl.fused_linear_policy_loss(h.reshape(*shape, -1), w, y.reshape(shape), old, adv)[0]
+
+
+def _jnp_fused_grpo(h, w, y):
+    shape, old, adv = _head_grpo(h, w)
+    logits = jnp.dot(h, w, preferred_element_type=jnp.float32)
+    return _trl_grpo(_jnp_token_logprobs(logits, y).reshape(shape), old, adv)
 
 
 def _dpo(token_logprobs, a, b, y):
@@ -338,6 +360,12 @@ TABLE: dict[str, Kernel] = {
         "aby",
         (0,),
         {"jaxkl": _jaxkl_grpo, "optax": None, "jnp": _jnp_grpo},
+    ),
+    "fused_grpo": Kernel(
+        f"fused_linear_policy_loss (grpo), {RL_TOKENS} tokens a sequence",
+        "hwy",
+        (0, 1),
+        {"jaxkl": _jaxkl_fused_grpo, "optax": None, "jnp": _jnp_fused_grpo},
     ),
     "preference_dpo": Kernel(
         "preference_loss (sigmoid, beta=0.1) on token_logprobs of paired rows",

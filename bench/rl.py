@@ -1,16 +1,20 @@
-"""A GRPO step from fused token log-probs vs materialised logits: compiled memory and time.
+"""A GRPO step from the hidden states vs materialised logits: compiled memory and time.
 
 Run from the repository root::
 
     python -m bench.rl                              # defaults below
     python -m bench.rl --time-sizes 1024x256x16384 --repeats 3
 
-Both methods compute the same thing: `jax.value_and_grad` (wrt the hidden
+Every method computes the same thing: `jax.value_and_grad` (wrt the hidden
 states and the head) of `policy_loss(loss_type="grpo")` with a k3 KL
 penalty to a reference and an entropy bonus, on the log-probs and entropy of
 the sampled tokens.
 
-* ``fused``: `fused_linear_token_logprobs(h, w, y, return_entropy=True)`;
+* ``fused loss``: `fused_linear_policy_loss(h, w, y, old, adv, ...)`, the
+  gradient taken in the forward sweep (three matmuls; class-tiled heads take
+  the composition below);
+* ``fused log-probs``: `fused_linear_token_logprobs(h, w, y,
+  return_entropy=True)` composed with `policy_loss` (four matmuls);
 * ``materialised``: `jax.nn.log_softmax(h @ w)`, `take_along_axis` and
   `-sum(p log p)` — what a user writes by hand.
 
@@ -19,7 +23,7 @@ so it is measured at a language-model size (N x D x V = 8192 x 1024 x 131072 f32
 on any machine; time needs real arrays and is measured at each of
 ``--time-sizes`` (one below and one above the class-tiling threshold of
 65,536 classes), each size in a fresh process (``bench/isolated.py`` says
-why), the two methods round-robin, minimum (and median) over ``--repeats``.
+why), the methods round-robin, minimum (and median) over ``--repeats``.
 """
 
 from __future__ import annotations
@@ -54,14 +58,13 @@ def _materialised(h, w, y):
     return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def _fused(h, w, y):
+def _fused_logprobs(h, w, y):
     return jaxkl.fused_linear_token_logprobs(h, w, y, return_entropy=True)
 
 
-METHODS = {"fused": _fused, "materialised": _materialised}
+def _composed(token_logprobs):
+    """The GRPO loss of `policy_loss` on `token_logprobs(h, w, y) -> (log-probs, entropy)`."""
 
-
-def grpo_step(token_logprobs):
     def loss(h, w, y, old, ref, adv):
         lp, ent = token_logprobs(h, w, y)
         shape = old.shape
@@ -71,6 +74,28 @@ def grpo_step(token_logprobs):
         )
         return value
 
+    return loss
+
+
+def _fused_loss(h, w, y, old, ref, adv):
+    (b, t), d = old.shape, h.shape[1]
+    value, _ = jaxkl.fused_linear_policy_loss(
+        h.reshape(b, t, d), w, y.reshape(b, t), old, adv, ref_logprobs=ref, kl_coef=KL_COEF,
+        entropy_coef=ENTROPY_COEF,
+    )
+    return value
+
+
+# name -> loss(h, w, y, old, ref, adv); the last is the baseline of the ratios.
+METHODS = {
+    "fused loss": _fused_loss,
+    "fused log-probs": _composed(_fused_logprobs),
+    "materialised": _composed(_materialised),
+}
+BASELINE = "materialised"
+
+
+def grpo_step(loss):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
@@ -133,19 +158,20 @@ def markdown(result) -> str:
     ]
     for name, mem in result["memory"].items():
         lines.append(f"| {name} | {mem['temp_bytes'] / 2**20:,.1f} | {100 * mem['temp_bytes'] / one_logits:.2f}% |")
+    fused = [name for name in result["memory"] if name != BASELINE]
     lines += [
         "",
-        f"Time, f32, min (median) of {result['repeats']} round-robin runs, each size in a fresh process:",
+        f"Time, f32, min (median) of {result['repeats']} round-robin runs, each size in a fresh process; "
+        f"speed = {BASELINE} time / method time:",
         "",
-        "| N x D x V | fused (s) | materialised (s) | fused speed vs materialised |",
-        "|---|---:|---:|---:|",
+        "| N x D x V | " + " | ".join(f"{name} (s)" for name in result["memory"]) + " | "
+        + " | ".join(f"{name} speed" for name in fused) + " |",
+        "|---|" + "---:|" * (len(result["memory"]) + len(fused)),
     ]
     for row in result["time"]:
-        fused, ref = row["fused"], row["materialised"]
-        lines.append(
-            f"| {' x '.join(map(str, row['size']))} | {fused['min_s']:.3f} ({fused['median_s']:.3f}) "
-            f"| {ref['min_s']:.3f} ({ref['median_s']:.3f}) | {ref['min_s'] / fused['min_s']:.2f}x |"
-        )
+        times = [f"{row[name]['min_s']:.3f} ({row[name]['median_s']:.3f})" for name in result["memory"]]
+        speeds = [f"{row[BASELINE]['min_s'] / row[name]['min_s']:.2f}x" for name in fused]
+        lines.append(f"| {' x '.join(map(str, row['size']))} | " + " | ".join(times + speeds) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ from ._distillation import distillation_loss as distillation_loss
 from ._estimators import kl_estimate as kl_estimate
 from ._fused import fused_linear_cross_entropy as fused_linear_cross_entropy
 from ._fused_token_logprobs import fused_linear_token_logprobs as fused_linear_token_logprobs
+from ._fused_policy import fused_linear_policy_loss as fused_linear_policy_loss
 from ._fused_distillation import (
     fused_linear_distillation_loss as fused_linear_distillation_loss,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "fit",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_loss",
+    "fused_linear_policy_loss",
     "fused_linear_token_logprobs",
     "fused_linear_topk_distillation_loss",
     "hellinger_distance",

@@ -30,7 +30,21 @@ def _capped(params, z, traced_temperature):
     return z if traced_temperature is None else z / traced_temperature.astype(z.dtype)
 
 
-def _token_rows(options, logits, tokens, traced_temperature):
+def token_head(temperature: Any, entropy: bool, softcap: Any, axis_name: Any) -> tuple[TokenHead, jax.Array | None]:
+    """Validated `(TokenHead, traced temperature or None)`.
+
+    A traced temperature travels with the arrays (no gradient, as in the
+    fused distillation); a Python number becomes the static `scale`.
+    """
+    static_temperature = _validate.positive(temperature, "temperature")
+    if static_temperature is None:
+        scale, traced = 1.0, jnp.asarray(temperature)
+    else:
+        scale, traced = 1.0 / static_temperature, None
+    return TokenHead(scale, entropy, _validate.softcap(softcap), _validate.axis_name(axis_name)), traced
+
+
+def token_rows(options, logits, tokens, traced_temperature):
     """`token_values` of one chunk of float32 logits [C, V]: the unfused kernel's own rows."""
     logits = _capped(options, logits, traced_temperature)
     return token_values(
@@ -184,18 +198,11 @@ def fused_linear_token_logprobs(
     tokens = _validate.labels(tokens, (n,), "hidden.shape[:1]", "tokens")
     if not isinstance(return_entropy, bool):
         raise TypeError(f"return_entropy must be a bool, got {return_entropy!r}")
-    static_temperature = _validate.positive(temperature, "temperature")
-    if static_temperature is None:
-        # A traced temperature travels with the arrays (no gradient, as in the fused distillation).
-        scale, traced = 1.0, jnp.asarray(temperature)
-    else:
-        scale, traced = 1.0 / static_temperature, None
-    axis_name = _validate.axis_name(axis_name)
-    softcap = _validate.softcap(softcap)
+    options, traced = token_head(temperature, return_entropy, softcap, axis_name)
+    axis_name = options.axis_name
     tile = class_tile(vocab_chunk_size, chunk_size, n, v, hidden.shape[1], axis_name)
-    options = TokenHead(scale, return_entropy, softcap, axis_name)
     if tile is None:
-        static = Head(_token_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), axis_name=axis_name)
+        static = Head(token_rows, options, chunk_rows(chunk_size, n, v, hidden.shape[1]), axis_name=axis_name)
         values = head_rows(static, hidden, weight, bias, tokens, traced)
     else:
         static = Tiles(TOKEN_TILES, options, chunk_rows(chunk_size, n, tile, hidden.shape[1]), tile)

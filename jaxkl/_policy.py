@@ -165,78 +165,126 @@ def policy_loss(
     """
     lp = _token_array(logprobs, "logprobs", None)
     shape = lp.shape
+    options = policy_options(loss_type, clip_eps, clip_eps_high, kl_coef, kl_estimator, entropy_coef, max_tokens)
+    old, adv, ref, mask = policy_inputs(shape, old_logprobs, advantages, where, ref_logprobs, options)
+    if entropy is not None:
+        entropy = _token_array(entropy, "entropy", shape)
+    elif entropy_coef:
+        raise ValueError("entropy_coef > 0 needs entropy")
+    dtype = _validate.common_dtype(*(a for a in (lp, old, adv, ref, entropy) if a is not None))
+    old, adv, ref = prepared(old, adv, ref, mask, compute_dtype(dtype))
+    lp = real_tokens(lp, mask, old.dtype)
+    ent = jnp.zeros(shape, old.dtype) if entropy is None else real_tokens(entropy, mask, old.dtype)
+    log_ratio = lp - old
+    if options.loss_type == "gspo":
+        seq_log_ratio = jnp.sum(log_ratio, axis=1) / jnp.maximum(jnp.sum(mask, axis=1).astype(old.dtype), 1.0)
+        # GSPO-token: sg[s_i] * pi_t / sg[pi_t], the sequence ratio in value, per-token in gradient.
+        log_ratio = jax.lax.stop_gradient(seq_log_ratio)[:, None] + (lp - jax.lax.stop_gradient(lp))
+    per_token, ratio, kl = token_losses(options, log_ratio, lp, adv, ref, ent, mask)
+    loss = jnp.sum(token_weights(options, mask, old.dtype) * per_token)
+    return loss.astype(dtype), policy_stats(options, ratio, adv, kl, ent, mask)
+
+
+class PolicyOptions(NamedTuple):
+    """The validated static options of a policy loss (hashable)."""
+
+    loss_type: str
+    eps_low: float
+    eps_high: float
+    kl_coef: float
+    kl_estimator: str
+    entropy_coef: float
+    max_tokens: int | None
+
+
+def policy_options(loss_type, clip_eps, clip_eps_high, kl_coef, kl_estimator, entropy_coef, max_tokens) -> PolicyOptions:
+    eps_low = _validate.nonnegative(clip_eps, "clip_eps")
+    return PolicyOptions(
+        _validate.choice(loss_type, POLICY_LOSS_TYPES, "loss_type"),
+        eps_low,
+        eps_low if clip_eps_high is None else _validate.nonnegative(clip_eps_high, "clip_eps_high"),
+        _validate.nonnegative(kl_coef, "kl_coef"),
+        _validate.choice(kl_estimator, ESTIMATORS, "kl_estimator"),
+        _validate.nonnegative(entropy_coef, "entropy_coef"),
+        _validate.positive_int_or_none(max_tokens, "max_tokens"),
+    )
+
+
+def policy_inputs(shape, old_logprobs, advantages, where, ref_logprobs, options):
+    """Validated `(old, advantages, ref or None, mask)` for log-probs of `shape` `[B, T]`."""
     old = _token_array(old_logprobs, "old_logprobs", shape)
     adv = _validate.float_array(advantages, "advantages")
     if adv.shape not in (shape[:1], shape):
         raise ValueError(f"advantages.shape={adv.shape} must be [B]={shape[:1]} or [B, T]={shape}")
-    loss_type = _validate.choice(loss_type, POLICY_LOSS_TYPES, "loss_type")
-    kl_estimator = _validate.choice(kl_estimator, ESTIMATORS, "kl_estimator")
-    eps_low = _validate.nonnegative(clip_eps, "clip_eps")
-    eps_high = eps_low if clip_eps_high is None else _validate.nonnegative(clip_eps_high, "clip_eps_high")
-    kl_coef = _validate.nonnegative(kl_coef, "kl_coef")
-    entropy_coef = _validate.nonnegative(entropy_coef, "entropy_coef")
-    max_tokens = _validate.positive_int_or_none(max_tokens, "max_tokens")
-    where = _validate.mask(where, shape)
-    arrays = [lp, old, adv]
     if ref_logprobs is not None:
         ref_logprobs = _token_array(ref_logprobs, "ref_logprobs", shape)
-        arrays.append(ref_logprobs)
-    elif kl_coef:
+    elif options.kl_coef:
         raise ValueError("kl_coef > 0 needs ref_logprobs")
-    if entropy is not None:
-        entropy = _token_array(entropy, "entropy", shape)
-        arrays.append(entropy)
-    elif entropy_coef:
-        raise ValueError("entropy_coef > 0 needs entropy")
-
-    dtype = _validate.common_dtype(*arrays)
-    acc = compute_dtype(dtype)
+    where = _validate.mask(where, shape)
     mask = jnp.ones(shape, bool) if where is None else jnp.broadcast_to(where, shape)
-    tokens_per_seq = jnp.sum(mask, axis=1).astype(acc)
+    return old, adv, ref_logprobs, mask
 
-    def real(x):
-        # Padding may hold anything: 0 there keeps its value and gradient 0 ("double where").
-        return jnp.where(mask, x.astype(acc), 0.0)
 
-    lp = real(lp)
-    old = jax.lax.stop_gradient(real(old))
-    adv = jax.lax.stop_gradient(adv.astype(acc))
-    adv = jnp.broadcast_to(adv[:, None] if adv.ndim == 1 else adv, shape)
-    log_ratio = lp - old
-    if loss_type == "gspo":
-        seq_log_ratio = jnp.sum(log_ratio, axis=1) / jnp.maximum(tokens_per_seq, 1.0)
-        # GSPO-token: sg[s_i] * pi_t / sg[pi_t], the sequence ratio in value, per-token in gradient.
-        log_ratio = jax.lax.stop_gradient(seq_log_ratio)[:, None] + (lp - jax.lax.stop_gradient(lp))
+def real_tokens(x, mask, dtype):
+    """`x` where `mask`, 0 elsewhere: padding may hold anything (NaN, -inf), and the
+    select keeps its value and gradient exactly 0 (the "double where")."""
+    return jnp.where(mask, x.astype(dtype), 0.0)
+
+
+def prepared(old, adv, ref, mask, dtype):
+    """The constants of the loss in `dtype`, padding zeroed, advantages broadcast to `[B, T]`."""
+    old = jax.lax.stop_gradient(real_tokens(old, mask, dtype))
+    adv = jax.lax.stop_gradient(adv.astype(dtype))
+    adv = jnp.broadcast_to(adv[:, None] if adv.ndim == 1 else adv, mask.shape)
+    ref = None if ref is None else jax.lax.stop_gradient(real_tokens(ref, mask, dtype))
+    return old, adv, ref
+
+
+def token_losses(options, log_ratio, lp, adv, ref, ent, mask):
+    """Per-token `(loss l, ratio r, KL estimate k)`, elementwise; `l` is 0 at padding.
+
+    The one definition of the per-token term that `policy_loss` and the fused
+    policy loss share (any shape: `[B, T]` or a chunk of flattened tokens).
+    """
     ratio = jnp.exp(log_ratio)
-    clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    clipped = jnp.clip(ratio, 1.0 - options.eps_low, 1.0 + options.eps_high)
     per_token = -jnp.minimum(ratio * adv, clipped * adv)
+    kl = jnp.zeros_like(per_token)
+    if ref is not None:
+        kl = kl_estimate(lp, ref, estimator=options.kl_estimator, reduction="none", where=mask)
+        if options.kl_coef:
+            per_token = per_token + options.kl_coef * kl
+    if options.entropy_coef:
+        per_token = per_token - options.entropy_coef * ent
+    return jnp.where(mask, per_token, 0.0), ratio, kl
 
-    kl = jnp.zeros(shape, acc)
-    if ref_logprobs is not None:
-        ref = jax.lax.stop_gradient(real(ref_logprobs))
-        kl = kl_estimate(lp, ref, estimator=kl_estimator, reduction="none", where=mask)
-        if kl_coef:
-            per_token = per_token + kl_coef * kl
-    ent = jnp.zeros(shape, acc) if entropy is None else real(entropy)
-    if entropy_coef:
-        per_token = per_token - entropy_coef * ent
-    per_token = jnp.where(mask, per_token, 0.0)
 
-    if loss_type in ("grpo", "gspo"):
-        loss = jnp.mean(jnp.sum(per_token, axis=1) / jnp.maximum(tokens_per_seq, 1.0))
-    elif loss_type == "dr_grpo":
-        loss = jnp.sum(per_token) / (shape[0] * (shape[1] if max_tokens is None else max_tokens))
-    else:
-        loss = jnp.sum(per_token) / jnp.maximum(jnp.sum(tokens_per_seq), 1.0)
+def token_weights(options, mask, dtype):
+    """`c[B, T]` with the loss `sum(c * l)` for each `loss_type` (0 at padding).
 
+    `"grpo"` (and `"gspo"`): `1 / (B T_i)`; `"dr_grpo"`: `1 / (B L)`;
+    `"bnpo"`/`"dapo"`: one over the number of real tokens. Known before any
+    log-prob is, so a fused loss can take each token's gradient as it goes.
+    """
+    m = mask.astype(dtype)
+    b, t = mask.shape
+    if options.loss_type in ("grpo", "gspo"):
+        return m / (b * jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0))
+    if options.loss_type == "dr_grpo":
+        return m / (b * (t if options.max_tokens is None else options.max_tokens))
+    return m / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def policy_stats(options, ratio, adv, kl, ent, mask) -> PolicyStats:
+    """The diagnostics, means over the real tokens, without gradient."""
     stats = PolicyStats(
         ratio=_token_mean(ratio, mask),
-        clipped_low=_token_mean(((ratio < 1.0 - eps_low) & (adv < 0)).astype(acc), mask),
-        clipped_high=_token_mean(((ratio > 1.0 + eps_high) & (adv > 0)).astype(acc), mask),
+        clipped_low=_token_mean(((ratio < 1.0 - options.eps_low) & (adv < 0)).astype(ratio.dtype), mask),
+        clipped_high=_token_mean(((ratio > 1.0 + options.eps_high) & (adv > 0)).astype(ratio.dtype), mask),
         kl=_token_mean(kl, mask),
         entropy=_token_mean(ent, mask),
     )
-    return loss.astype(dtype), jax.tree_util.tree_map(jax.lax.stop_gradient, stats)
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, stats)
 
 
 def preference_loss(

@@ -412,3 +412,12 @@ def test_token_logprobs_options_reject_bad_values_by_name():
         jaxkl.fused_linear_token_logprobs(h, w, y, vocab_chunk_size=0)
     with pytest.raises(TypeError, match="axis_name"):
         jaxkl.token_logprobs(x, y, axis_name=["classes"])
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "gspo"])
+def test_policy_loss_of_an_empty_batch_is_zero(loss_type):
+    empty = jnp.zeros((0, 3))
+    loss, stats = jaxkl.policy_loss(empty, empty, jnp.zeros((0,)), loss_type=loss_type)
+    g = jax.grad(lambda x: jaxkl.policy_loss(x, empty, jnp.zeros((0,)), loss_type=loss_type)[0])(empty)
+    assert float(loss) == 0.0 and g.shape == (0, 3)
+    assert float(stats.ratio) == 0.0  # no real token: the means are 0, as reduce's "mean"

@@ -104,6 +104,11 @@ API = {
         ("hidden", "head_weight", "tokens"),
         dict(hidden=H, head_weight=W, tokens=LABELS),
     ),
+    "fused_linear_policy_loss": (
+        jaxkl.fused_linear_policy_loss,
+        ("hidden", "head_weight", "tokens", "old_logprobs", "advantages"),
+        dict(hidden=jnp.stack([H, H[::-1]]), head_weight=W, tokens=TOPK, old_logprobs=jnp.log(P), advantages=jnp.array([1.0, -0.5])),
+    ),
     "policy_loss": (
         jaxkl.policy_loss,
         ("logprobs", "old_logprobs", "advantages"),
