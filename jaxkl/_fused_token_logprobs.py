@@ -140,10 +140,11 @@ def fused_linear_token_logprobs(
     and `d head_bias`, so no N x V array exists in either pass. Compose it with
     any loss on the log-probs ([jaxkl.policy_loss][], a KL penalty, a sum per
     sequence for [jaxkl.preference_loss][]) under `jax.value_and_grad`: the
-    memory stays O(N·D + D·V), and no separate fused policy loss is needed.
-    The cost is one matmul forward and two (plus the recomputed one) backward;
-    the log-probs' cotangent is only known in the backward pass, so the
-    three-matmul trick of the scalar fused cross-entropy does not apply.
+    memory stays O(N·D + D·V). The cost is one matmul forward and two (plus
+    the recomputed one) backward: the log-probs' cotangent is only known in
+    the backward pass. For the policy losses,
+    [jaxkl.fused_linear_policy_loss][] takes the gradient in the forward
+    sweep instead, for three matmuls.
 
     With `return_entropy=True` each chunk yields `[C, 2]` (log-prob, entropy)
     from one sweep over its logits, so the entropy costs neither another matmul
