@@ -95,7 +95,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, help="timed rounds per entry (median reported; a kernel whose rounds are short gets more, up to 20x)")
     ap.add_argument("--seconds", type=float, default=300.0, help="cap on timed rounds per configuration (at least 3 rounds)")
     ap.add_argument("--mem-gb", type=float, default=16.0, help="skip what would need more memory than this")
-    ap.add_argument("--out", type=Path, help="results folder (default bench/results/<preset>)")
+    ap.add_argument(
+        "--out", type=Path,
+        help="results folder (default bench/results/<preset>, or bench/results/<preset>-subset when "
+        "--sizes, --dtypes, --kernels or --impls narrow the preset: a partial run never overwrites "
+        "the committed results)",
+    )
     ap.add_argument("--docs", action="store_true", help="also regenerate docs/benchmarks.md and README's numbers")
     ap.add_argument("--details", action="store_true", help="also print every timing (always in results.md)")
     ap.add_argument(
@@ -117,11 +122,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.processes > 1 and not args.isolate:
         ap.error("--processes needs fresh processes; it cannot be combined with --in-process")
     p = PRESETS[args.preset]
+    narrowed = args.sizes or args.dtypes or args.impls or args.kernels != list(jax_impls.KERNELS)
     args.sizes = args.sizes or p.sizes
     args.dtypes = args.dtypes or p.dtypes
     args.impls = args.impls or list(p.impls)
     args.repeats = args.repeats or p.repeats
-    args.out = args.out or ROOT / "bench" / "results" / args.preset
+    args.out = args.out or ROOT / "bench" / "results" / (args.preset + ("-subset" if narrowed else ""))
     return args
 
 

@@ -116,6 +116,14 @@ def test_stand_alone_benches_write_their_results(tmp_path, module, argv):
     assert (tmp_path / f"{module}.md").read_text().count("|") > 10
 
 
+def test_a_run_that_narrows_its_preset_keeps_out_of_the_committed_results():
+    results = cli.ROOT / "bench" / "results"
+    assert cli.parse_args(["--sweep"]).out == results / "sweep"
+    for narrowing in (["--sizes", "8x16"], ["--dtypes", "float32"], ["--kernels", "kl"], ["--impls", "jaxkl"]):
+        assert cli.parse_args(["--sweep", *narrowing]).out == results / "sweep-subset", narrowing
+    assert cli.parse_args(["--sweep", "--kernels", "kl", "--out", "x"]).out == cli.Path("x")
+
+
 def test_presets_are_explained_in_help(capsys):
     with pytest.raises(SystemExit):
         cli.parse_args(["--help"])
