@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _checks, _validate
-from ._chunks import chunked, unchunked
+from ._chunks import chunked, transposed, unchunked
 from ._fused_tiles import accumulate_outer, tile_classes, tiled_cross_entropy_rows
 from ._cross_entropy_loss import (
     CrossEntropyAux,
@@ -157,7 +157,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
         # scan's zero-filled accumulator would add two passes over the D x V
         # gradient (at 32 x 128 x 262144 that is 256 MiB of traffic per step).
         values, aux, d_hidden, g, g_in = chunk_grads(hidden, row_extras, cotangent)
-        d_weight = jnp.dot(hidden.T, g_in, preferred_element_type=acc)
+        d_weight = jnp.dot(transposed(hidden), g_in, preferred_element_type=acc)
         d_bias = None if bias is None else jnp.sum(g, axis=0)
     else:
 
@@ -165,7 +165,7 @@ def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
             d_weight, d_bias = carry
             (h_c, ex_c), ct_c = x
             values, aux, d_h, g, g_in = chunk_grads(h_c, ex_c, ct_c)
-            d_weight = accumulate_outer(d_weight, h_c, g_in)
+            d_weight = accumulate_outer(d_weight, transposed(h_c), g_in)
             if d_bias is not None:
                 d_bias = d_bias + jnp.sum(g, axis=0)
             return (d_weight, d_bias), (values, aux, d_h)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._chunks import chunked, unchunked
+from ._chunks import chunked, transposed, unchunked
 from ._cross_entropy_loss import LabelOptions, label_coefficient, label_value
 from ._rowwise import compute_dtype, label_mask, soft_capped
 
@@ -114,10 +114,10 @@ def _tile_logits(h, weight, bias, start, size):
     return z if bias is None else z + _tile_slice(bias, start, size).astype(z.dtype)[None, :]
 
 
-def accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array, offset: Any = 0) -> jax.Array:
-    """`total[:, offset:offset + V_g] += h.T @ g` (`g` is `[C, V_g]`), one block of classes at a time.
+def accumulate_outer(total: jax.Array, h_t: jax.Array, g: jax.Array, offset: Any = 0) -> jax.Array:
+    """`total[:, offset:offset + V_g] += h_t @ g` (`h_t = transposed(h)` is `[D, C]`, `g` is `[C, V_g]`).
 
-    XLA on CPU does not fuse the add into the matmul, so `h.T @ g` in one go
+    One block of classes at a time: XLA on CPU does not fuse the add into the matmul, so `h_t @ g` in one go
     would be a fresh `D x V_g` temporary on every step: with `D` above the
     chunk's `C` rows, larger than the chunk's logits themselves. Updating
     `total` block by block in place keeps the temporary at `D x block`, with
@@ -132,7 +132,7 @@ def accumulate_outer(total: jax.Array, h: jax.Array, g: jax.Array, offset: Any =
     def update(start, size, total):
         g_block = jax.lax.dynamic_slice_in_dim(g, start, size, axis=1)
         part = jax.lax.dynamic_slice_in_dim(total, offset + start, size, axis=1)
-        part = part + jnp.dot(h.T, g_block, preferred_element_type=total.dtype)
+        part = part + jnp.dot(h_t, g_block, preferred_element_type=total.dtype)
         return jax.lax.dynamic_update_slice_in_dim(total, part, offset + start, axis=1)
 
     return _over_tiles(v, block, update, total)
@@ -182,6 +182,7 @@ def _backward(static, hidden, weight, bias, rows, shared, saved, cotangent):
 
     def chunk_step(carry, x):
         h_c, rows_c, saved_c, ct_c = x
+        h_t = transposed(h_c)
 
         def tile_step(start, tile, inner):
             d_h, d_weight, d_bias = inner
@@ -189,7 +190,7 @@ def _backward(static, hidden, weight, bias, rows, shared, saved, cotangent):
             g = rule.cotangent(params, z, start, tile, rows_c, saved_c, shared, ct_c)
             g_in = g.astype(weight.dtype)
             d_h = d_h + jnp.dot(g_in, _tile_slice(weight, start, tile, 1).T, preferred_element_type=acc)
-            d_weight = accumulate_outer(d_weight, h_c, g_in, start)
+            d_weight = accumulate_outer(d_weight, h_t, g_in, start)
             if d_bias is not None:
                 part = _tile_slice(d_bias, start, tile) + jnp.sum(g.astype(acc), axis=0)
                 d_bias = jax.lax.dynamic_update_slice_in_dim(d_bias, part, start, axis=0)

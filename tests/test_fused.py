@@ -8,6 +8,8 @@ accumulation, the reference in float32 from the same bf16-rounded inputs, so
 values agree to ~1e-2 relative and gradients to ~2e-2 of their scale.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -202,6 +204,27 @@ def test_compiled_temp_memory_below_one_logits_array(reduction):
     assert fused_temp < one_logits / 4, (fused_temp, one_logits)
     # The check has teeth: the unfused gradient does hold N x V temporaries.
     assert _temp_bytes(jax.value_and_grad(unfused, argnums=(0, 1)), *args) >= one_logits
+
+
+@pytest.mark.parametrize(
+    "options", [{"chunk_size": 16}, {"chunk_size": 16, "vocab_chunk_size": 1024}, {}],
+    ids=["chunks", "chunks-and-tiles", "one-chunk"],
+)
+def test_every_matmul_contracts_its_left_operands_last_axis(options):
+    """`d head = hidden.T @ d logits` runs on a transposed copy of the chunk's hidden states.
+
+    A dot contracting its left operand's first axis ran at half speed on CPU
+    (see `jaxkl._chunks.transposed`); untiled, tiled and in one chunk, every
+    product of the compiled step must contract `lhs` axis 1.
+    """
+    n, d, v = 64, 32, 4096
+    sd = jax.ShapeDtypeStruct
+    args = (sd((n, d), jnp.float32), sd((d, v), jnp.float32), sd((n,), jnp.int32))
+    step = jax.value_and_grad(lambda h, w, y: jaxkl.fused_linear_cross_entropy(h, w, y, **options), (0, 1))
+    hlo = jax.jit(step).lower(*args).compile().as_text()
+    contracted = re.findall(r"lhs_contracting_dims=\{(\d+)\}", hlo)
+    assert len(contracted) >= 3, hlo  # the logits, d hidden and d head at least
+    assert set(contracted) == {"1"}, contracted
 
 
 # ------------------------------------------------------------------ distillation
