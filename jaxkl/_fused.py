@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _checks, _validate
-from ._chunks import chunked, transposed, unchunked
+from ._chunks import chunked, on_cpu_in_float32, transposed, unchunked
 from ._fused_tiles import accumulate_outer, tile_classes, tiled_cross_entropy_rows
 from ._cross_entropy_loss import (
     CrossEntropyAux,
@@ -119,6 +119,11 @@ def head_logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.
 
 def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     """Per-row values and, if `cotangent` is given, the VJP wrt hidden/weight/bias."""
+    sweep = functools.partial(_sweep_as_given, static)
+    return on_cpu_in_float32(sweep, (hidden, weight, bias), row_extras, shared, cotangent)
+
+
+def _sweep_as_given(static, hidden, weight, bias, row_extras, shared, cotangent):
     row_fn, params, size = static.row_fn, static.params, static.chunk_size
     n = hidden.shape[0]
     num_chunks = -(-n // size)

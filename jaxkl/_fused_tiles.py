@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._chunks import chunked, transposed, unchunked
+from ._chunks import chunked, on_cpu_in_float32, transposed, unchunked
 from ._cross_entropy_loss import LabelOptions, label_coefficient, label_value
 from ._rowwise import compute_dtype, label_mask, soft_capped
 
@@ -146,6 +146,10 @@ def in_tile(idx, start, size):
 
 def _forward(static, hidden, weight, bias, rows, shared):
     """`(values, aux, saved)` per row, one token chunk at a time."""
+    return on_cpu_in_float32(functools.partial(_forward_as_given, static), (hidden, weight, bias), rows, shared)
+
+
+def _forward_as_given(static, hidden, weight, bias, rows, shared):
     rule, params = static.rule, static.params
     n, size = hidden.shape[0], static.chunk_size
     num_chunks = -(-n // size)
@@ -166,6 +170,12 @@ def _forward(static, hidden, weight, bias, rows, shared):
 
 
 def _backward(static, hidden, weight, bias, rows, shared, saved, cotangent):
+    """`d hidden`, `d weight`, `d bias` for the values' cotangent (see `_backward_as_given`)."""
+    backward = functools.partial(_backward_as_given, static)
+    return on_cpu_in_float32(backward, (hidden, weight, bias), rows, shared, saved, cotangent)
+
+
+def _backward_as_given(static, hidden, weight, bias, rows, shared, saved, cotangent):
     """`d hidden`, `d weight`, `d bias` for the values' cotangent, each tile recomputed once.
 
     Token chunks are the outer loop, as in `jaxkl._fused`: `d weight` is

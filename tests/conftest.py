@@ -73,6 +73,21 @@ def derivative_rule(request, monkeypatch):
     jax.clear_caches()
 
 
+@pytest.fixture(params=["float32 on cpu", "as given"])
+def head_matmuls(request, monkeypatch):
+    """Each branch of the fused heads' 16-bit matmuls (see ``jaxkl._chunks.on_cpu_in_float32``).
+
+    On CPU a bfloat16 head is multiplied in float32; accelerators multiply in
+    bfloat16 (the default branch), which the tests run here on CPU as well.
+    """
+    from jaxkl import _chunks
+
+    monkeypatch.setattr(_chunks, "FLOAT32_ON_CPU", request.param == "float32 on cpu")
+    jax.clear_caches()
+    yield request.param
+    jax.clear_caches()
+
+
 @pytest.fixture
 def rematerialised(monkeypatch):
     """Only the rematerialised rule (whose reverse-mode residuals are O(rows))."""

@@ -150,7 +150,7 @@ def test_shift_invariance_of_huge_logits():
     np.testing.assert_allclose(shifted, base, atol=1e-4)
 
 
-def test_bfloat16_within_documented_tolerance():
+def test_bfloat16_within_documented_tolerance(head_matmuls):
     h, w, b, y = _problem(4)
     hb, wb, bb = (jnp.asarray(x, jnp.bfloat16) for x in (h, w, b))
     f32 = [np.asarray(x, np.float32) for x in (hb, wb, bb)]

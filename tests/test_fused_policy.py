@@ -132,7 +132,7 @@ def test_fused_policy_loss_keeps_no_tokens_x_vocabulary_temporary():
     assert compiled.memory_analysis().temp_size_in_bytes < 0.1 * n * v * 4
 
 
-def test_bf16_head_gives_a_float32_loss_close_to_float32():
+def test_bf16_head_gives_a_float32_loss_close_to_float32(head_matmuls):
     h, w, b, tokens, old, ref, adv, mask = _inputs(5)
     kw = dict(where=mask, ref_logprobs=ref, kl_coef=0.1, entropy_coef=0.01, chunk_size=4)
     to = lambda x, dt: jnp.asarray(x, dt)

@@ -81,7 +81,7 @@ def test_softcap_edges_unfused():
     np.testing.assert_allclose(grad, dz, atol=1e-6)
 
 
-def test_softcap_bfloat16_fused():
+def test_softcap_bfloat16_fused(head_matmuls):
     h, w, y = _inputs(2)
     got = jaxkl.fused_linear_cross_entropy(
         jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16), y, ignore_index=-100, softcap=CAP

@@ -189,7 +189,7 @@ def test_fused_token_logprobs_traced_temperature_and_bad_tokens_alike_with_and_w
 
 
 @pytest.mark.parametrize("tile", [None, 8])
-def test_fused_token_logprobs_bf16_matches_unfused(tile):
+def test_fused_token_logprobs_bf16_matches_unfused(tile, head_matmuls):
     rng = np.random.default_rng(5)
     h = jnp.asarray(rng.normal(size=(6, 8)), jnp.bfloat16)
     w = jnp.asarray(rng.normal(size=(8, 33)), jnp.bfloat16)
