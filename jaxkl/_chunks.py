@@ -59,7 +59,14 @@ def on_cpu_in_float32(sweep: Callable[..., Any], operands: tuple, *rest: Any) ->
     Converting once up front, at 512 x 512 x 262144 bfloat16 `value_and_grad`
     took 4.64 s against 6.24 s (optax on materialised logits 4.85 s), and at
     2048 x 512 x 32768 2.41 s against 2.84 s (optax 2.62 s), with the same
-    compiled temporaries (throwaway A/B, jax 0.10.1, 2 cores). Other backends
+    compiled temporaries (throwaway A/B, jax 0.10.1, 2 cores). The untiled
+    forward alone does without it: there XLA converted the head once either
+    way, and converting it up front made the bfloat16 forward of the sweep's
+    `fused_grpo` at 32 x 262144 0.74x the fastest peer instead of 1.55x
+    (`python -m bench --sweep --kernels fused_ce fused_grpo`). The class-tiled
+    forward keeps it: without it the bfloat16 step of
+    `python -m bench.fused_linear --sweep --time` at 512 x 512 x 262144
+    measured 0.84x the fastest peer instead of 1.01x. Other backends
     multiply in the input dtype.
     """
     dtypes = tuple(None if x is None else x.dtype for x in operands)

@@ -120,6 +120,11 @@ def head_logits(h: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.
 def _sweep(static, hidden, weight, bias, row_extras, shared, cotangent):
     """Per-row values and, if `cotangent` is given, the VJP wrt hidden/weight/bias."""
     sweep = functools.partial(_sweep_as_given, static)
+    if cotangent is None:
+        # An untiled forward alone: XLA:CPU converts a 16-bit head for its
+        # matmuls once anyway, and converting it up front measured slower
+        # (see `on_cpu_in_float32`).
+        return sweep(hidden, weight, bias, row_extras, shared, cotangent)
     return on_cpu_in_float32(sweep, (hidden, weight, bias), row_extras, shared, cotangent)
 
 

@@ -145,7 +145,7 @@ def in_tile(idx, start, size):
 
 
 def _forward(static, hidden, weight, bias, rows, shared):
-    """`(values, aux, saved)` per row, one token chunk at a time."""
+    """`(values, aux, saved)` per row, one token chunk at a time (see `on_cpu_in_float32`)."""
     return on_cpu_in_float32(functools.partial(_forward_as_given, static), (hidden, weight, bias), rows, shared)
 
 
