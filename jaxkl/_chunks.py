@@ -1,6 +1,7 @@
 """Leading-axis chunks: how the fused heads and the tiled contrastive loss walk over rows.
 
-Also `transposed`, the left operand of the fused heads' per-chunk weight-gradient matmuls."""
+Also how the fused heads shape their matmul operands on CPU: `transposed` (the left operand
+of the per-chunk weight-gradient matmuls) and `on_cpu_in_float32` (16-bit heads)."""
 
 from __future__ import annotations
 
