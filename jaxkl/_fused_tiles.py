@@ -117,12 +117,13 @@ def _tile_logits(h, weight, bias, start, size):
 def accumulate_outer(total: jax.Array, h_t: jax.Array, g: jax.Array, offset: Any = 0) -> jax.Array:
     """`total[:, offset:offset + V_g] += h_t @ g` (`h_t = transposed(h)` is `[D, C]`, `g` is `[C, V_g]`).
 
-    One block of classes at a time: XLA on CPU does not fuse the add into the matmul, so `h_t @ g` in one go
-    would be a fresh `D x V_g` temporary on every step: with `D` above the
-    chunk's `C` rows, larger than the chunk's logits themselves. Updating
-    `total` block by block in place keeps the temporary at `D x block`, with
-    the block sized like the chunk's logits (`C x V_g` elements): for the
-    GRPO step of `python -m bench.rl` with one 131,072-class tile
+    One block of classes at a time: XLA on CPU does not fuse the add into the
+    matmul, so `h_t @ g` in one go would be a fresh `D x V_g` temporary on
+    every step: with `D` above the chunk's `C` rows, larger than the chunk's
+    logits themselves. Updating `total` block by block in place keeps the
+    temporary at `D x block`, with the block sized like the chunk's logits
+    (`C x V_g` elements): for the GRPO step of `python -m bench.rl` with one
+    131,072-class tile
     (`vocab_chunk_size=131072`, D = 1024) the compiled temp fell from 528 to
     33 MiB.
     """
@@ -146,7 +147,8 @@ def in_tile(idx, start, size):
 
 def _forward(static, hidden, weight, bias, rows, shared):
     """`(values, aux, saved)` per row, one token chunk at a time (see `on_cpu_in_float32`)."""
-    return on_cpu_in_float32(functools.partial(_forward_as_given, static), (hidden, weight, bias), rows, shared)
+    forward = functools.partial(_forward_as_given, static)
+    return on_cpu_in_float32(forward, (hidden, weight, bias), rows, shared)
 
 
 def _forward_as_given(static, hidden, weight, bias, rows, shared):
