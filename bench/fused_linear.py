@@ -64,6 +64,7 @@ def methods(chunks):
         return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(h @ w, y))
 
     out = {"jaxkl-unfused": unfused, "optax": with_optax}
+    out["fused (default chunk)"] = lambda h, w, y: jaxkl.fused_linear_cross_entropy(h, w, y)
     for c in chunks:
         out[f"fused (chunk {c})"] = (
             lambda h, w, y, c=c: jaxkl.fused_linear_cross_entropy(h, w, y, chunk_size=c)
@@ -279,7 +280,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory-size", type=_size, default=(8192, 1024, 65536))
     parser.add_argument("--time-size", type=_size, default=(2048, 512, 32768))
-    parser.add_argument("--chunks", default="32,64,128,256,512")
+    parser.add_argument("--chunks", default="64,128,256,512,1024")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--sweep", action="store_true", help="the (N, D, V) x dtype sweep")

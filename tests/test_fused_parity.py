@@ -73,20 +73,27 @@ CE_OPTIONS = {
 }
 
 
-# Class tiles of 4 of the 11 classes: two full tiles and a partial one.
-TILED = [("label_smoothing", "sum", 4), ("everything", "none", 4), ("everything", "mean", 4)]
+# Class tiles of 4 of the 11 classes: two full tiles and a partial one; with
+# chunks of CHUNK tokens, and with all N tokens in one chunk (whose backward
+# writes each tile's block of `d head` instead of adding to it).
+TILED = [
+    ("label_smoothing", "sum", 4, CHUNK),
+    ("everything", "none", 4, CHUNK),
+    ("everything", "mean", 4, CHUNK),
+    ("everything", "mean", 4, N),
+]
 
 
 @pytest.mark.parametrize(
-    "option, reduction, tile", [(o, r, None) for o, r in _cases(CE_OPTIONS, "everything")] + TILED
+    "option, reduction, tile, chunk", [(o, r, None, CHUNK) for o, r in _cases(CE_OPTIONS, "everything")] + TILED
 )
-def test_fused_cross_entropy_equals_unfused(option, reduction, tile):
+def test_fused_cross_entropy_equals_unfused(option, reduction, tile, chunk):
     kw = dict(CE_OPTIONS[option], reduction=reduction or "mean")
     h, w, b = _head(1)
 
     def fused(h, w, b):
         return jaxkl.fused_linear_cross_entropy(
-            h, w, LABELS, head_bias=b, chunk_size=CHUNK, vocab_chunk_size=tile, **kw
+            h, w, LABELS, head_bias=b, chunk_size=chunk, vocab_chunk_size=tile, **kw
         )
 
     def unfused(h, w, b):

@@ -98,7 +98,9 @@ def main() -> None:
 
     print("2. Memory per device of a vocabulary-parallel fused head + loss (value and gradients)")
     chunks = fused_temp_per_chunk()
-    chunk = max(1, 2**22 // vocab_local)  # the default chunk_size of fused_linear_cross_entropy
+    # The default chunk_size of fused_linear_cross_entropy: about 2**22 logits,
+    # but at least 256 rows while a chunk stays within 2**24 logits.
+    chunk = max(2**22 // vocab_local, min(256, 2**24 // vocab_local), 1)
     terms = {
         "head slice W[:, V/model] (bf16)": WIDTH * vocab_local * 2,
         "its gradient (f32 accumulator)": WIDTH * vocab_local * 4,
