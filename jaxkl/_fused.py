@@ -159,6 +159,10 @@ def _sweep_as_given(static, hidden, weight, bias, row_extras, shared, cotangent)
         return jax.tree_util.tree_map(lambda x: unchunked(x, n), tree)
 
     if cotangent is None:
+        if num_chunks == 1:
+            # No scan of one step: at 512 x 128 x 8192 float32 the fused GRPO
+            # forward took 40.0 ms instead of 41.9 (median of 40, throwaway A/B).
+            return rows_of(hidden, row_extras)(head_logits(hidden, weight, bias))
 
         def value_step(_, x):
             h_c, ex_c = x
