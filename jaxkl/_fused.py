@@ -440,7 +440,8 @@ def fused_linear_cross_entropy(
       where: optional boolean mask of examples to include, broadcastable to `labels`.
       check: add a `checkify` check that the labels are in range.
       chunk_size: rows per chunk; `None` picks about `2**22 / V` rows
-        (16 MiB of float32 logits per chunk).
+        (16 MiB of float32 logits per chunk), but at least 256 while a chunk
+        stays within `2**24` logits (narrower matmuls run slower on CPU).
       softcap: None, or `c > 0`: the logits become $c \tanh(z / c)$
         (Gemma 2's logit soft-capping) before everything else, with the
         exact gradient, as in [jaxkl.cross_entropy_loss][].

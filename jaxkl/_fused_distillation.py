@@ -83,7 +83,7 @@ def fused_linear_distillation_loss(
       reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"` (default,
         the sum divided by `N`), as in [jaxkl.reduce][].
       where: optional boolean `[N]` mask of examples to include.
-      chunk_size: rows per chunk (`None`: about `2**22 / V`).
+      chunk_size: rows per chunk (`None`: as in [jaxkl.fused_linear_cross_entropy][]).
       softcap: None, or `c > 0`: both heads' logits become $c \tanh(z / c)$
         (Gemma 2) before everything else, as in [jaxkl.distillation_loss][].
       axis_name: inside `shard_map`, the mesh axis over which both heads'

@@ -1,8 +1,8 @@
 """Class tiles for the fused heads: online row statistics across the vocabulary.
 
 `jaxkl._fused` forms a chunk's logits for every class at once, so a chunk of
-about 2**22 logits holds only `2**22 / V` tokens and, at V = 262,144, the
-whole head matrix is read again for every 16 tokens. Here a chunk of tokens
+at most 2**24 logits holds at most `2**24 / V` tokens and, at V = 262,144, the
+whole head matrix is read again for every 64 tokens. Here a chunk of tokens
 walks over the classes `tile_size` at a time: the forward pass keeps per-token
 running statistics (the running maximum and rescaled sum of exponentials of
 Milakov & Gimelshein's online softmax, as in Cut Cross-Entropy, plus whatever

@@ -165,7 +165,7 @@ def fused_linear_token_logprobs(
       temperature: `T > 0`, the sampling temperature; a Python number or a
         traced scalar (a traced one receives no gradient here).
       return_entropy: also return the entropy of `softmax(z_n)`.
-      chunk_size: rows per chunk; `None` picks about `2**22 / V` rows.
+      chunk_size: rows per chunk; `None` picks as [jaxkl.fused_linear_cross_entropy][] does.
       softcap: None, or `c > 0`: the logits become $c \tanh(z / c)$ before
         the temperature divides them, as in [jaxkl.token_logprobs][].
       vocab_chunk_size: classes per tile, as in

@@ -235,7 +235,7 @@ def fused_linear_topk_distillation_loss(
       divergence: `"forward_kl"`, `"reverse_kl"` or `"js"`.
       beta: teacher weight of the JS mixture, in `[0, 1]`.
       scale_by_temperature_squared: multiply by $T^2$.
-      chunk_size: rows per chunk (`None`: about `2**22 / V`).
+      chunk_size: rows per chunk (`None`: as in [jaxkl.fused_linear_cross_entropy][]).
       reduction: as [jaxkl.reduce][]; default `"batchmean"` (sum / N).
       where: optional boolean `[N]` mask of rows.
       check: add checkify checks of the indices (range and duplicates).
