@@ -85,9 +85,8 @@ def default_chunk_size(num_rows: int, num_classes: int, hidden_size: int = 0) ->
     128 rows 0.54 s, 256 rows 0.63 s, 512 rows 0.50 s, same A/B).
     """
     v = max(num_classes, 1)
-    rows = max(1, DEFAULT_CHUNK_ELEMENTS // v)
-    if rows < MIN_CHUNK_ROWS:
-        rows = max(rows, min(MIN_CHUNK_ROWS, MAX_CHUNK_ELEMENTS // v))
+    rows = max(1, DEFAULT_CHUNK_ELEMENTS // v, min(MIN_CHUNK_ROWS, MAX_CHUNK_ELEMENTS // v))
+    # The one-chunk rule below also stays within MAX_CHUNK_ELEMENTS logits.
     if rows < hidden_size and num_rows <= 2 * rows and num_rows * v <= MAX_CHUNK_ELEMENTS:
         # Each chunk reads the whole head matrix (hidden_size x num_classes),
         # more than the chunk's own logits when it has fewer rows than the head
