@@ -489,7 +489,7 @@ def test_bad_arguments_raise():
         jaxkl.f_divergence(p, p, lambda t: t, slope_at_infinity=None)
 
 
-def test_total_variation_gradient_under_both_derivative_rules(derivative_rule):
+def test_total_variation_gradient_matches_the_formula():
     # d TV / d a_j = 1/2 sum_i s_i dP_i/da_j with s = sign(P - Q), dP_i/da_j = P_i ([i=j] - P_j) / T,
     # written in float64 NumPy; a -inf logit and a temperature included.
     rng = np.random.default_rng(21)
