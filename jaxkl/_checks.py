@@ -46,13 +46,21 @@ def probabilities(p: jax.Array, name: str, axis: int, where: jax.Array | None) -
     )
 
 
-def labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> None:
-    """Check that every label is a class index in `[0, num_classes)` or `ignore_index`."""
+def labels(
+    labels: jax.Array, num_classes: int, ignore_index: int | None, where: jax.Array | None = None
+) -> None:
+    """Check that every label is a class index in `[0, num_classes)` or `ignore_index`.
+
+    Labels excluded by `where` (broadcastable to `labels`) are not checked:
+    they take no part in the loss, and padding often holds placeholders.
+    """
     if labels.size == 0:
         return
     ok = (labels >= 0) & (labels < num_classes)
     if ignore_index is not None:
         ok = ok | (labels == ignore_index)
+    if where is not None:
+        ok = ok | ~jnp.broadcast_to(where, labels.shape)
     checkify.check(
         jnp.all(ok),
         f"labels has an entry outside [0, {num_classes}) that is not ignore_index={ignore_index} "

@@ -1,7 +1,8 @@
 """Leading-axis chunks: how the fused heads and the tiled contrastive loss walk over rows.
 
 Also how the fused heads shape their matmul operands on CPU: `transposed` (the left operand
-of the per-chunk weight-gradient matmuls) and `on_cpu_in_float32` (16-bit heads)."""
+of the per-chunk weight-gradient matmuls) and `on_cpu_in_float32` (16-bit heads); and, inside
+`shard_map`, how they give their operands one mesh type (`same_varying`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def chunked(tree: Any, num_chunks: int, size: int) -> Any:
 
 def unchunked(x: jax.Array, num_rows: int) -> jax.Array:
     """Undo `chunked` on one array: merge the chunks and drop the padding rows."""
-    return x.reshape((-1,) + x.shape[2:])[:num_rows]
+    # The merged length spelled out: `-1` cannot be inferred when a trailing axis is 0 (`D = 0`).
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])[:num_rows]
 
 
 def transposed(h: jax.Array) -> jax.Array:
@@ -84,3 +86,41 @@ def on_cpu_in_float32(sweep: Callable[..., Any], operands: tuple, *rest: Any) ->
         return jax.tree.map(lambda x, like: x.astype(like.dtype), sweep(*wide, *rest), expected)
 
     return jax.lax.platform_dependent(operands, rest, cpu=in_float32, default=as_given)
+
+
+def varying_axes(x: Any) -> frozenset:
+    """The mesh axes over which `x` varies in shard_map's type (empty outside `shard_map`,
+    and everywhere under `check_vma=False`, which tracks no such type)."""
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset() if manual is None else frozenset(manual.varying)
+
+
+def same_varying(operands: tuple, axis_name: Any = None) -> tuple:
+    """`operands` (pytrees of arrays) cast to vary over one set of mesh axes: theirs and `axis_name`'s.
+
+    A fused head's custom VJP must return each operand's cotangent with that
+    operand's type, and its loops carry accumulators that mix all of them. On
+    a `(data, model)` mesh `hidden` varies over `"data"` and the head over
+    `"model"`: `d weight`, formed from both, varies over both, which is not the
+    head's type (and a scan carry started as `zeros_like(weight)` changes
+    type). Cast first, every cotangent and carry has the one common type, and
+    the cast's own transpose `psum`s each cotangent over exactly the axes its
+    operand was replicated over: `d hidden` over the class axis, `d weight`
+    over the data axis, as plain autodiff of `hidden @ weight` would. So the
+    kernels never `psum` a gradient themselves. Under `check_vma=False` the
+    cast is a no-op and `shard_map`'s transpose sums the cotangents of
+    unmapped inputs instead; a `psum` in the kernel would then count every
+    device twice. Outside `shard_map` nothing varies and nothing is cast: the
+    unsharded path traces exactly as before.
+    """
+    names = () if axis_name is None else (axis_name if isinstance(axis_name, tuple) else (axis_name,))
+    axes = frozenset(names).union(*map(varying_axes, jax.tree_util.tree_leaves(operands)))
+    if not axes:
+        return tuple(operands)
+
+    def cast(x):
+        # Sorted for a deterministic trace; pcast orders the axes by the mesh anyway.
+        missing = tuple(sorted(axes - varying_axes(x), key=str))
+        return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+    return tuple(jax.tree_util.tree_map(cast, tuple(operands)))

@@ -33,6 +33,9 @@ How the derivative is computed depends on the backend, by measurement:
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -275,7 +278,8 @@ class CrossEntropyAux(NamedTuple):
       predicted: int32 arg-max class of each example, labels' shape.
       correct: bool, `predicted == label`, False where ignored or masked.
       z_loss: the z-loss term `z_loss * w_y * logsumexp**2`, reduced like the
-        loss (per example for `reduction="none"`; 0 when `z_loss=0`).
+        loss (per example for `reduction="none"`; exactly 0 when `z_loss=0`,
+        even for a row whose logits are all `-inf`).
 
     Returned by [jaxkl.cross_entropy_loss][] and
     [jaxkl.fused_linear_cross_entropy][] with `return_aux=True`.
@@ -321,7 +325,12 @@ def label_aux_rows(x, labels, valid, wy, *, axis, z_loss=0.0, axis_name=None, so
 def aux_rows_from(lse, predicted, labels, valid, wy, z_loss):
     """`label_aux_rows` from each example's log-normaliser and arg-max."""
     correct = predicted == labels
-    z_rows = z_loss * zero_where_unused(jax.lax.stop_gradient(wy).astype(lse.dtype), jnp.square(lse))
+    if z_loss:
+        z_rows = z_loss * zero_where_unused(jax.lax.stop_gradient(wy).astype(lse.dtype), jnp.square(lse))
+    else:
+        # No z-loss, no term: a clean 0, not 0 * lse^2, which is NaN for an
+        # all -inf row (lse = -inf, e.g. every class masked).
+        z_rows = jnp.zeros(lse.shape, lse.dtype)
     if valid is not None:
         correct = correct & valid
         z_rows = jnp.where(valid, z_rows, 0.0)
@@ -363,7 +372,7 @@ def per_example(
         weight = weight.astype(compute_dtype(x.dtype))
     if check:
         shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
-        _checks.labels(labels, local_classes * shards, ignore_index)
+        _checks.labels(labels, local_classes * shards, ignore_index, where)
     values, valid, wy = label_cross_entropy(
         x,
         labels,
@@ -411,6 +420,43 @@ def label_aux(aux_rows, valid, wy, reduction: str, weighted: bool) -> CrossEntro
     return CrossEntropyAux(lse, predicted, correct, z_term)
 
 
+def _tuple_axis_weight_checked(fn):
+    """Check `weight`'s shape against a tuple class `axis` before `class_axes` flattens it.
+
+    `class_axes` reshapes `weight` to one flat vector, so a weight with the
+    right number of entries in the wrong shape (`(4, 3)` for class axes of
+    sizes `(3, 4)`, or `(1, 12)`) would be taken silently, and a wrong size
+    would be reported with the merged shapes rather than the ones passed.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        axis = bound.arguments.get("axis", signature.parameters["axis"].default)
+        weight = bound.arguments.get("weight")
+        if isinstance(axis, (tuple, list)) and weight is not None:
+            shape = np.shape(bound.arguments["logits"])
+            try:
+                axes = tuple(_validate.normalize_axis(a, len(shape)) for a in axis)
+            except (TypeError, ValueError):
+                axes = None  # class_axes names the bad axis
+            if axes:
+                along = tuple(shape[a] for a in axes)
+                flat = (math.prod(along),)
+                got = np.shape(weight)
+                if got not in (flat, along):
+                    raise ValueError(
+                        f"weight.shape={got} must be {flat} or {along}: one weight per class of "
+                        f"the class axes axis={tuple(axis)} of logits.shape={tuple(shape)}, flat "
+                        "or shaped like those axes (in the order given)"
+                    )
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_tuple_axis_weight_checked
 @class_axes("logits", masks=(), classes=("weight",))
 def cross_entropy_loss(
     logits: ArrayLike,
@@ -488,7 +534,8 @@ def cross_entropy_loss(
       reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"`.
       where: optional boolean mask over examples (broadcastable to `labels`);
         `False` acts like `ignore_index`.
-      check: add checkify checks that labels are in range.
+      check: add checkify checks that labels are in range (labels excluded by
+        `where` or equal to `ignore_index` are not checked).
       axis_name: mesh axis name (or tuple of names) over which `axis` is
         sharded inside `shard_map`, or None.
       softcap: None, or `c > 0`: the logits become $c \tanh(x / c)$

@@ -112,14 +112,18 @@ def soft_term(student, teacher, temperature, options: DistillationOptions, axis:
     return scaled_by_temperature(soft, temperature, options)
 
 
-def distillation_rows(student, teacher, labels, temperature, options: DistillationOptions, axis: int) -> jax.Array:
+def distillation_rows(
+    student, teacher, labels, temperature, options: DistillationOptions, axis: int, where=None
+) -> jax.Array:
     """The per-example distillation loss, in the compute dtype: the one definition.
 
     `distillation_loss` applies it to whole arrays, the fused head chunk by
     chunk. `teacher` must already be constant (`stop_gradient`);
     `temperature` is a Python number or a traced scalar. With
     `options.softcap` both logits are soft-capped first (`soft_capped`), the
-    hard term sees the capped student.
+    hard term sees the capped student. `where` (the example mask, or None)
+    reaches the hard term, so that a masked example's label (an ignore index
+    such as -100, out of range here) gets no NaN into the gradient.
     """
     student, teacher = soft_capped(student, options.softcap), soft_capped(teacher, options.softcap)
     acc = compute_dtype(student.dtype)
@@ -128,15 +132,25 @@ def distillation_rows(student, teacher, labels, temperature, options: Distillati
     if soft_weight:
         values = values + soft_weight * soft_term(student, teacher, temperature, options, axis)
     if labels is not None and options.alpha < 1.0:
-        hard, _, _ = label_cross_entropy(student, labels, axis=axis, axis_name=options.axis_name)
+        hard, _, _ = label_cross_entropy(student, labels, axis=axis, axis_name=options.axis_name, where=where)
         values = values + (1.0 - options.alpha) * hard
     return values
 
 
 def _model_and_target(x, target, name_x, name_target, axis, where):
-    """Validated logits pair (target without gradient), class axis and example mask."""
+    """Validated logits pair (target without gradient), class axis and example mask.
+
+    Masked examples' logits are replaced by zeros before any math (the
+    "double where"): the reduction drops their value, but a NaN or an
+    infinity there (padding) would otherwise still reach the gradient as
+    0 * NaN. Without a mask nothing is added: no extra pass over the logits.
+    """
     x, target, axis, _ = _validate.float_pair(x, target, name_x, name_target, axis, None)
     where = _validate.mask(where, x.shape[:axis] + x.shape[axis + 1 :])
+    if where is not None:
+        keep = jnp.expand_dims(jnp.broadcast_to(where, x.shape[:axis] + x.shape[axis + 1 :]), axis)
+        zero = jnp.zeros((), x.dtype)
+        x, target = jnp.where(keep, x, zero), jnp.where(keep, target, zero)
     return x, jax.lax.stop_gradient(target), axis, where, x.dtype
 
 
@@ -207,7 +221,8 @@ def distillation_loss(
       reduction: over examples, as [jaxkl.reduce][] (default
         `"batchmean"`: sum over examples divided by the first dimension).
       where: optional boolean mask over examples (shape of the logits without
-        `axis`); masked examples give 0 and no gradient (unless their logits are NaN).
+        `axis`); masked examples give 0 and no gradient, whatever their logits
+        (NaN, infinite) or labels (e.g. an ignore index such as -100).
       axis: the class axis, or a tuple of axes whose product is the classes.
       softcap: None, or `c > 0`: both logits become $c \tanh(z / c)$
         (Gemma 2's logit soft-capping) before the temperature and before
@@ -242,7 +257,7 @@ def distillation_loss(
         labels = _validate.labels(
             labels, s.shape[:axis] + s.shape[axis + 1 :], f"student_logits.shape={s.shape} without axis={axis}"
         )
-    values = distillation_rows(s, t, labels, temperature, options, axis)
+    values = distillation_rows(s, t, labels, temperature, options, axis, where)
     return reduce(values, reduction, where=where).astype(dtype)
 
 
@@ -284,7 +299,8 @@ def consistency_loss(
       temperature: `T > 0` dividing `target_logits` only.
       confidence_threshold: `None` (keep all) or a number in `[0, 1]`.
       reduction: `"none"`, `"sum"`, `"mean"` or `"batchmean"`.
-      where: optional boolean mask over examples, combined with the confidence mask.
+      where: optional boolean mask over examples, combined with the confidence
+        mask; masked examples give 0 and no gradient, whatever their logits.
       axis: the class axis, or a tuple of axes whose product is the classes.
 
     Returns:
@@ -305,10 +321,15 @@ def consistency_loss(
         logits, target_logits, "logits", "target_logits", axis, where
     )
     reduction = _validate.reduction(reduction)
-    # UDA sharpens the target alone: its logits are divided by T, the model's are not.
-    scale, (sharpened,) = temperature_scale(temperature, t, axis=axis)
+    # UDA sharpens the target alone: its logits are divided by T, the model's
+    # are not. The division happens in the compute dtype (float32 for 16-bit
+    # logits): rounding t / T back to bfloat16 moved the loss by ~1e-2
+    # relative. The kernel then meets a float32 target and 16-bit logits and
+    # works in float32, as it would anyway.
+    t_acc = t.astype(compute_dtype(t.dtype))
+    scale, (sharpened,) = temperature_scale(temperature, t_acc, axis=axis)
     if scale != 1.0:
-        sharpened = sharpened * jnp.asarray(scale, t.dtype)
+        sharpened = sharpened * jnp.asarray(scale, t_acc.dtype)
     values = kl_divergence_from_logits(sharpened, x, axis=axis)
     if confidence_threshold is not None:
         threshold = _validate.unit_interval(confidence_threshold, "confidence_threshold")

@@ -18,33 +18,76 @@ from jax.typing import ArrayLike
 
 from . import _checks, _validate
 from ._axes import class_axes
-from ._rowwise import binary_entropy, clip_value_only, in_base, prepare_probs
+from ._rowwise import binary_entropy, clip_value_only, in_base, prepare_probs, split_probs
 
 
 def rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
-    """Elementwise `p log(p / q)`: 0 where `p = 0` with zero gradient, `+inf` where only `q = 0`."""
+    """Elementwise `p log(p / q)`: 0 where `p = 0`, `+inf` where only `q = 0`, both with zero gradient.
+
+    The infinite term is a constant rather than `p * (log p - log 0)`: its
+    derivative would be infinite, and a zero cotangent (a row that a
+    reduction masks out) times an infinite coefficient is NaN.
+    """
     unused = p == 0
-    safe_p = jnp.where(unused, 1.0, p)
-    safe_q = jnp.where(unused, 1.0, q)
+    infinite = (q == 0) & (p > 0)
+    constant = unused | infinite
+    safe_p = jnp.where(constant, 1.0, p)
+    safe_q = jnp.where(constant, 1.0, q)
     # An unused term is 0 -- unless q is NaN there: NaN in, NaN out.
     unused_value = jnp.where(jnp.isnan(q), q, 0.0)
-    return jnp.where(unused, unused_value, safe_p * (jnp.log(safe_p) - jnp.log(safe_q)))
+    inside = jnp.where(infinite, jnp.inf, safe_p * (jnp.log(safe_p) - jnp.log(safe_q)))
+    return jnp.where(unused, unused_value, inside)
 
 
 def xlogy(p: jax.Array, q: jax.Array) -> jax.Array:
-    """Elementwise `p log q`: 0 where `p = 0`; gradient `log q` wrt `p` unless both are 0."""
-    safe_q = jnp.where((p == 0) & (q == 0), 1.0, q)
-    return p * jnp.log(safe_q)
+    """Elementwise `p log q`: 0 where `p = 0`; gradient `log q` wrt `p` unless `q = 0`.
+
+    Where `q = 0` the term is 0 (`p = 0`) or `-inf` (`p > 0`), a constant
+    with zero gradient (see `rel_entr`).
+    """
+    q_zero = q == 0
+    safe_q = jnp.where(q_zero, 1.0, q)
+    return jnp.where(q_zero & (p > 0), -jnp.inf, p * jnp.log(safe_q))
+
+
+def poisoned(terms: jax.Array, invalid: jax.Array) -> jax.Array:
+    """`terms` with NaN where an input was not a probability (see `prepared_terms`).
+
+    The NaN enters through the value only, so the derivative stays finite.
+    """
+    return jnp.where(invalid, jnp.nan, terms)
 
 
 def prepared_pair(p, q, name_p, name_q, axis, where, base, check):
-    """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype."""
+    """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype.
+
+    Entries that are not probabilities (< 0, `+inf`) become NaN (`prepare_probs`).
+    """
     p, q, axis, where = _validate.float_pair(p, q, name_p, name_q, axis, where)
     base = _validate.base(base)
     if check:
         _checks.probabilities(p, name_p, axis, where)
         _checks.probabilities(q, name_q, axis, where)
     return prepare_probs(p, where), prepare_probs(q, where), axis, base, p.dtype
+
+
+def prepared_terms(p, q, name_p, name_q, axis, where, base, check):
+    """`prepared_pair` for kernels that are sums of elementwise terms.
+
+    Returns `(p, q, invalid, axis, base, dtype)`: entries that are not
+    probabilities are 0 in `p` and `q` and flagged in `invalid`, for
+    `poisoned`. Their row is NaN as with `prepared_pair`, but its gradient is
+    finite, so a row that a reduction's `where=` masks out gets a zero
+    gradient instead of `0 * NaN` (which poisons a whole update).
+    """
+    p, q, axis, where = _validate.float_pair(p, q, name_p, name_q, axis, where)
+    base = _validate.base(base)
+    if check:
+        _checks.probabilities(p, name_p, axis, where)
+        _checks.probabilities(q, name_q, axis, where)
+    dtype = p.dtype
+    (p, bad_p), (q, bad_q) = split_probs(p, where), split_probs(q, where)
+    return p, q, bad_p | bad_q, axis, base, dtype
 
 
 @class_axes("p")
@@ -97,7 +140,12 @@ def cross_entropy(
 
     Target `p` first (the order of the mathematics). `p_i = 0`
     contributes 0 whatever `q_i` is; `p_i > 0` with `q_i = 0` gives
-    `+inf`. Gradients: `-log q` wrt `p` and `-p / q` wrt `q`.
+    `+inf`. Gradients: `-log q` wrt `p` and `-p / q` wrt `q`; an infinite
+    term (`q_i = 0 < p_i`) has zero gradient, so that a row masked out by a
+    reduction ([jaxkl.reduce][] `where=`) never gets `0 * inf = NaN`. An
+    entry that is not a probability (`< 0` or `+inf`) makes its row NaN,
+    with a finite gradient for the same reason; a NaN input gives NaN in
+    both.
 
     Args:
       p: target probabilities `[..., K, ...]`.
@@ -118,8 +166,9 @@ def cross_entropy(
     References:
       Cover & Thomas, "Elements of Information Theory", 2nd ed. (2006), ch. 2.
     """
-    p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
-    return in_base(-jnp.sum(xlogy(p, q), axis=axis), base).astype(dtype)
+    p, q, invalid, axis, base, dtype = prepared_terms(p, q, "p", "q", axis, where, base, check)
+    # `0.0 - sum` rather than `-sum`: an empty or fully masked row is +0.0, not -0.0.
+    return in_base(0.0 - jnp.sum(poisoned(xlogy(p, q), invalid), axis=axis), base).astype(dtype)
 
 
 @class_axes("p", "q")
@@ -137,7 +186,11 @@ def kl_divergence(
     `scipy.special.rel_entr(p, q).sum(axis)`. A zero in `p` contributes 0
     with a zero gradient; `q_i = 0` under `p_i > 0` gives `+inf` (never
     NaN). The value is clamped at 0 against rounding (the gradient is the
-    formula's). Gradients: `log(p/q) + 1` wrt `p`, `-p/q` wrt `q`.
+    formula's). Gradients: `log(p/q) + 1` wrt `p`, `-p/q` wrt `q`; an
+    infinite term (`q_i = 0 < p_i`) has zero gradient, and an entry that is
+    not a probability (`< 0` or `+inf`) makes the row NaN with a finite
+    gradient, so that a row masked out by a reduction ([jaxkl.reduce][]
+    `where=`) never gets `0 * inf = NaN`.
 
     Args:
       p: probabilities `[..., K, ...]`.
@@ -160,8 +213,8 @@ def kl_divergence(
     References:
       Kullback & Leibler, "On Information and Sufficiency" (1951).
     """
-    p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
-    k = clip_value_only(jnp.sum(rel_entr(p, q), axis=axis), 0.0, None)
+    p, q, invalid, axis, base, dtype = prepared_terms(p, q, "p", "q", axis, where, base, check)
+    k = clip_value_only(jnp.sum(poisoned(rel_entr(p, q), invalid), axis=axis), 0.0, None)
     return in_base(k, base).astype(dtype)
 
 
@@ -210,13 +263,14 @@ def js_divergence(
       Inf. Theory 37 (1991).
     """
     beta = _validate.unit_interval(beta, "beta")
-    p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
+    p, q, invalid, axis, base, dtype = prepared_terms(p, q, "p", "q", axis, where, base, check)
     m = beta * p + (1.0 - beta) * q
-    js = 0.0
+    terms = jnp.zeros_like(p)
     # A zero weight drops its term entirely (0 * inf would be NaN).
     if beta > 0:
-        js = js + beta * jnp.sum(rel_entr(p, m), axis=axis)
+        terms = terms + beta * rel_entr(p, m)
     if beta < 1:
-        js = js + (1.0 - beta) * jnp.sum(rel_entr(q, m), axis=axis)
+        terms = terms + (1.0 - beta) * rel_entr(q, m)
+    js = jnp.sum(poisoned(terms, invalid), axis=axis)
     js = clip_value_only(jnp.asarray(js, p.dtype), 0.0, binary_entropy(beta))
     return in_base(js, base).astype(dtype)

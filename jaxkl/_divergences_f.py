@@ -17,7 +17,9 @@ for positive measures, which still give 0 for `p = q` and for a fully
 masked row: Hellinger `1/2 sum (sqrt p - sqrt q)**2`, Amari's
 `sum(alpha p + (1 - alpha) q - p**alpha q**(1 - alpha)) / (alpha (1 - alpha))`,
 Rényi's `log(sum p**alpha q**(1 - alpha) / sum p) / (alpha - 1)`. On rows
-that sum to 1 they are the textbook formulas.
+that sum to 1 they are the textbook formulas. The special orders (1, 0,
+infinity) are the limits of these same forms, so every family is continuous
+in its order on any row.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 
 from . import _validate
 from ._axes import class_axes
-from ._divergences import entropy, kl_divergence, prepared_pair
+from ._divergences import entropy, prepared_pair, rel_entr
 from ._rowwise import clip_value_only, in_base
 
 
@@ -68,6 +70,34 @@ def power_terms(p: jax.Array, q: jax.Array | None, alpha: float) -> jax.Array:
     value = jnp.where(p_zero, jnp.where(q_zero, 0.0, at_p_zero), jnp.where(q_zero, at_q_zero, inside))
     # NaN in, NaN out (a NaN opposite a zero would otherwise take the zero's limit).
     return jnp.where(jnp.isnan(p) | jnp.isnan(q), p + q, value)
+
+
+def log_power_sum(p: jax.Array, q: jax.Array | None, alpha: float, axis: int) -> jax.Array:
+    """`log sum_i p_i**alpha q_i**(1 - alpha)` per row, as a log-sum-exp of the log terms.
+
+    Summing the powers themselves underflows to 0 (and the log to `-inf`)
+    at large orders, e.g. `0.5**150`, and `q_i**(1 - alpha)` overflows; in
+    log space the row's largest term is factored out first, as the logits
+    forms do. Zeros take `zero_side_limits` (as logs: `-inf` or `+inf`) as
+    constants with zero gradient; a row of zero terms gives `-inf`.
+    """
+    p_zero = p == 0
+    log_p = alpha * jnp.log(jnp.where(p_zero, 1.0, p))
+    if q is None:
+        u = jnp.where(p_zero, -jnp.inf, log_p)
+    else:
+        q_zero = q == 0
+        inside = log_p + (1.0 - alpha) * jnp.log(jnp.where(q_zero, 1.0, q))
+        at_p_zero, at_q_zero = (math.log(v) if v else -math.inf for v in zero_side_limits(alpha))
+        u = jnp.where(p_zero, jnp.where(q_zero, -jnp.inf, at_p_zero), jnp.where(q_zero, at_q_zero, inside))
+        # NaN in, NaN out (a NaN opposite a zero would otherwise take the zero's limit).
+        u = jnp.where(jnp.isnan(p) | jnp.isnan(q), p + q, u)
+    initial = -jnp.inf if u.shape[axis] == 0 else None
+    shift = jnp.max(u, axis=axis, keepdims=True, initial=initial)
+    # The shift only conditions the sum: outside differentiation, 0 where not finite.
+    shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
+    total = jnp.sum(jnp.exp(u - shift), axis=axis)
+    return safe_log(total) + jnp.squeeze(shift, axis)
 
 
 def _done(value: jax.Array, dtype: Any, base: float | None = None) -> jax.Array:
@@ -110,7 +140,10 @@ def total_variation(
       Tsybakov, "Introduction to Nonparametric Estimation" (2009), sec. 2.4.
     """
     p, q, axis, _, dtype = prepared_pair(p, q, "p", "q", axis, where, None, check)
-    return _done(0.5 * jnp.sum(jnp.abs(p - q), axis=axis), dtype)
+    diff = p - q
+    # jnp.abs differentiates to +-1 at 0; a tie takes the subgradient 0, as documented
+    # and as the logits form does.
+    return _done(0.5 * jnp.sum(jnp.where(diff == 0, 0.0, jnp.abs(diff)), axis=axis), dtype)
 
 
 @class_axes("p", "q")
@@ -225,7 +258,11 @@ def renyi_divergence(
     disjoint supports do. Close to (but not at) $\alpha = 1$ the value loses
     about $\epsilon / |\alpha - 1|$ of relative accuracy to rounding.
     On rows that do not sum to 1 (masks) this is Rényi's form for incomplete
-    distributions, with $\sum_i p_i$ dividing the sum inside the log.
+    distributions, with $M = \sum_i p_i$ dividing the sum inside the log; its
+    limits are taken too, so $\alpha = 1$ is $\mathrm{KL}(p \,\|\, q) / M$ and the
+    value is continuous in $\alpha$ there. The sum is formed in log space (a
+    log-sum-exp of $\alpha \log p_i + (1 - \alpha) \log q_i$), so large orders
+    neither underflow nor overflow.
 
     Args:
       p: probabilities `[..., K, ...]`.
@@ -256,16 +293,20 @@ def renyi_divergence(
       IEEE Trans. Inf. Theory 60 (2014).
     """
     alpha = _validate.order(alpha, renyi=True)
-    if alpha == 1.0:
-        return kl_divergence(p, q, axis=axis, where=where, base=base, check=check)
     p, q, axis, base, dtype = prepared_pair(p, q, "p", "q", axis, where, base, check)
     mass = jnp.sum(p, axis=axis)
-    if alpha == math.inf:
+    if alpha == 1.0:
+        # The limit of the form below: KL divided by the mass of p (KL itself on
+        # rows that sum to 1), so that the order-1 value joins its neighbours.
+        kl = jnp.sum(rel_entr(p, q), axis=axis)
+        infinite = kl == jnp.inf  # a constant: inf / mass would differentiate to NaN
+        d = jnp.where(infinite, jnp.inf, jnp.where(infinite, 0.0, kl) / jnp.where(mass == 0, 1.0, mass))
+    elif alpha == math.inf:
         # NaN compares unequal to 0, so a NaN p is kept and propagates.
         log_ratio = jnp.where(p == 0, -jnp.inf, safe_log(p) - safe_log(q))
         d = jnp.max(log_ratio, axis=axis, initial=-jnp.inf)
     else:
-        log_sum = safe_log(jnp.sum(power_terms(p, q, alpha), axis=axis))
+        log_sum = log_power_sum(p, q, alpha, axis)
         d = (log_sum - safe_log(jnp.where(mass == 0, 1.0, mass))) / (alpha - 1.0)
     # A row with no mass in p (fully masked) is 0, as KL's is.
     d = jnp.where(mass == 0, 0.0, d)
@@ -290,6 +331,9 @@ def alpha_divergence(
     for $\alpha \le 0$). Computed per class as
     $(\alpha p_i + (1-\alpha) q_i - p_i^\alpha q_i^{1-\alpha}) / (\alpha(1-\alpha)) \ge 0$
     (Amari's form for positive measures, equal to the above on rows that sum to 1).
+    At $\alpha = 1$ and $0$ the per-class limits are taken, the generalised KL
+    $\sum_i p_i \log(p_i / q_i) - p_i + q_i$ (and with `p`, `q` swapped), so
+    the value is continuous in $\alpha$ also on rows that do not sum to 1.
     Conventions differ: TFP's `amari_alpha` uses $u^\alpha$ with the roles of
     `p` and `q` swapped, so its $\alpha$ is `1 - alpha` here.
 
@@ -316,10 +360,14 @@ def alpha_divergence(
       Entropy 12 (2010).
     """
     alpha = _validate.order(alpha)
-    if alpha in (0.0, 1.0):
-        first, second = (q, p) if alpha == 0.0 else (p, q)
-        return kl_divergence(first, second, axis=axis, where=where, check=check)
     p, q, axis, _, dtype = prepared_pair(p, q, "p", "q", axis, where, None, check)
+    if alpha in (0.0, 1.0):
+        # The per-class limits of the form below: p log(p/q) - p + q at 1 and
+        # q log(q/p) - q + p at 0, the generalised KL (KL itself on rows of
+        # equal mass), so that the special orders join their neighbours.
+        first, second = (q, p) if alpha == 0.0 else (p, q)
+        d = jnp.sum(rel_entr(first, second) - first + second, axis=axis)
+        return _done(clip_value_only(d, 0.0, None), dtype)
     terms = alpha * p + (1.0 - alpha) * q - power_terms(p, q, alpha)
     d = jnp.sum(terms, axis=axis) / (alpha * (1.0 - alpha))
     return _done(clip_value_only(d, 0.0, None), dtype)
@@ -346,8 +394,10 @@ def f_divergence(
     $\tfrac12|t - 1|$ total variation, $(t - 1)^2$ Pearson's $\chi^2$,
     $(\sqrt t - 1)^2$ twice the squared Hellinger distance. `f` is called on
     an array of ratios (including `t = 0` where `p_i = 0 < q_i`), so it must be
-    elementwise `jnp` code that is finite at 0 (use `jax.scipy.special.xlogy`
-    for `t log t`). Where `q_i = 0` the term is its limit
+    elementwise `jnp` code that is finite at 0 *with a finite derivative
+    there*: write `t log t` as `t * jnp.log(jnp.where(t == 0, 1.0, t))` (the
+    "double where", gradient 0 at `t = 0` as for `0 log 0`), not with
+    `jax.scipy.special.xlogy`, whose derivative at 0 is NaN. Where `q_i = 0` the term is its limit
     $p_i \cdot f'(\infty)$ with $f'(\infty) = \lim_{t\to\infty} f(t)/t$, given as
     `slope_at_infinity` (default `inf`: `q_i = 0 < p_i` makes the divergence
     `+inf`, as for KL and $\chi^2$; total variation has $\tfrac12$); `p_i = q_i = 0`
@@ -372,9 +422,11 @@ def f_divergence(
       >>> tv = lambda t: 0.5 * jnp.abs(t - 1.0)
       >>> print(jaxkl.f_divergence(p, q, tv, slope_at_infinity=0.5))
       0.5
-      >>> kl = lambda t: jax.scipy.special.xlogy(t, t)
+      >>> kl = lambda t: t * jnp.log(jnp.where(t == 0, 1.0, t))  # finite gradient at t = 0
       >>> print(jaxkl.f_divergence(p, q, kl, slope_at_infinity=jnp.inf).round(5))  # log 2
       0.69315
+      >>> print(jax.grad(lambda p: jaxkl.f_divergence(p, q, kl))(p))  # log(p / q) + 1, 0 at p = 0
+      [1.6931472 1.6931472 0.       ]
 
     References:
       Csiszár, "Information-type measures of difference of probability
@@ -431,7 +483,11 @@ def renyi_entropy(
     $-\log \sum_i p_i^2$ and $\alpha = \infty$ the min-entropy $-\log \max_i p_i$.
     Non-increasing in $\alpha$. The gradient wrt a zero `p_i` is taken as 0
     (for $\alpha < 1$ the one-sided derivative is infinite). On rows that do not
-    sum to 1 (masks), the sum inside the log is divided by $\sum_i p_i$.
+    sum to 1 (masks), the sum inside the log is divided by $M = \sum_i p_i$, and
+    the limits are those of that form: $\alpha = 1$ is
+    $-\frac{1}{M} \sum_i p_i \log p_i$ and $\alpha = \infty$ is $-\log \max_i p_i$,
+    so the value is continuous in $\alpha$. The sum is formed in log space (a
+    log-sum-exp of $\alpha \log p_i$): large orders do not underflow to `+inf`.
 
     Args:
       p: probabilities `[..., K, ...]`.
@@ -459,15 +515,18 @@ def renyi_entropy(
       Rényi, "On measures of entropy and information" (1961).
     """
     alpha = _validate.order(alpha, renyi=True)
-    if alpha == 1.0:
-        return entropy(p, axis=axis, where=where, base=base, check=check)
     p, _, axis, base, dtype = prepared_pair(p, p, "p", "p", axis, where, base, check)
     mass = jnp.sum(p, axis=axis)
     safe_mass = safe_log(jnp.where(mass == 0, 1.0, mass))
-    if alpha == math.inf:
-        h = safe_mass - safe_log(jnp.max(p, axis=axis, initial=0.0))
+    if alpha == 1.0:
+        # The limit of the form below: Shannon's sum divided by the mass of p
+        # (Shannon's entropy on rows that sum to 1), so that order 1 joins its neighbours.
+        h = -jnp.sum(rel_entr(p, jnp.ones_like(p)), axis=axis) / jnp.where(mass == 0, 1.0, mass)
+    elif alpha == math.inf:
+        # The limit of the form below (log M cancels): -log max p.
+        h = -safe_log(jnp.max(p, axis=axis, initial=0.0))
     else:
-        h = (safe_log(jnp.sum(power_terms(p, None, alpha), axis=axis)) - safe_mass) / (1.0 - alpha)
+        h = (log_power_sum(p, None, alpha, axis) - safe_mass) / (1.0 - alpha)
     h = jnp.where(mass == 0, 0.0, h)
     return _done(clip_value_only(h, 0.0, None), dtype, base)
 

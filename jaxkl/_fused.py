@@ -20,6 +20,7 @@ reused), and arrays in `row_extras`/`shared` receive no gradient.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _checks, _validate
-from ._chunks import chunked, on_cpu_in_float32, transposed, unchunked
+from ._chunks import chunked, on_cpu_in_float32, same_varying, transposed, unchunked, varying_axes
 from ._fused_tiles import accumulate_outer, tile_classes, tiled_cross_entropy_rows
 from ._cross_entropy_loss import (
     CrossEntropyAux,
@@ -65,7 +66,8 @@ class Head(NamedTuple):
     chunk_size: int
     has_aux: bool = False
     # Inside shard_map with the head's classes split over this mesh axis:
-    # `d hidden` is the psum of every device's part (the only [N, D] collective).
+    # `d hidden` is the psum of every device's part (the only [N, D] collective),
+    # taken by the transpose of `same_varying`'s cast, not by the kernel.
     axis_name: Any = None
 
 
@@ -177,7 +179,10 @@ def _sweep_as_given(static, hidden, weight, bias, row_extras, shared, cotangent)
     def chunk_grads(h_c, ex_c, ct_c):
         """One chunk's values, aux, `d hidden` and `d logits` (f32 and in the head's dtype)."""
         values, pullback, aux = jax.vjp(rows_of(h_c, ex_c), head_logits(h_c, weight, bias), has_aux=True)
-        (g,) = pullback(ct_c.astype(acc))
+        # A cotangent must have its values' mesh type: row weights made from no
+        # mask are the same on every device, the values of data-split rows are not.
+        (ct_c,) = same_varying((ct_c.astype(acc),), tuple(varying_axes(values)))
+        (g,) = pullback(ct_c)
         g_in = g.astype(weight.dtype)
         d_h = jnp.dot(g_in, weight.T, preferred_element_type=acc).astype(hidden.dtype)
         return values, aux, d_h, g, g_in
@@ -206,8 +211,8 @@ def _sweep_as_given(static, hidden, weight, bias, row_extras, shared, cotangent)
         (d_weight, d_bias), (values, aux, d_hidden) = jax.lax.scan(grad_step, init, (xs, cts))
         values, aux, d_hidden = merged(values), merged(aux), unchunked(d_hidden, n)
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
-    if static.axis_name is not None:
-        d_hidden = jax.lax.psum(d_hidden, static.axis_name)
+    # Sharded, `d_hidden` is this device's part: `same_varying`'s cast (or,
+    # under check_vma=False, shard_map itself) sums it over the class axis.
     grads = (d_hidden, d_weight.astype(weight.dtype), d_bias)
     return (values, aux), grads
 
@@ -222,14 +227,21 @@ def _primal_cotangent(static, cotangent):
     return cotangent[0] if static.has_aux else cotangent
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def head_rows(static, hidden, weight, bias, row_extras, shared):
     """Per-row values `row_fn(params, hidden @ weight + bias, ...)` computed chunk by chunk.
 
     `static` is a `Head`. Gradients flow to
     `hidden`, `weight` and `bias` only. With `static.has_aux`, returns
-    `(values, aux)`.
+    `(values, aux)`. Inside `shard_map` the three operands are first cast
+    to one mesh type (`same_varying`), which sums each gradient over the
+    devices it was replicated on.
     """
+    hidden, weight, bias = same_varying((hidden, weight, bias), static.axis_name)
+    return _head_rows(static, hidden, weight, bias, row_extras, shared)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _head_rows(static, hidden, weight, bias, row_extras, shared):
     return _with_aux(static, *_sweep(static, hidden, weight, bias, row_extras, shared, None))
 
 
@@ -250,10 +262,9 @@ def _no_grad(*trees):
     return jax.tree_util.tree_map(lambda _: None, trees)
 
 
-head_rows.defvjp(_head_rows_fwd, _head_rows_bwd)
+_head_rows.defvjp(_head_rows_fwd, _head_rows_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
     """`sum_n row_weights[n] * values[n]` of `head_rows`, for scalar losses.
 
@@ -262,8 +273,14 @@ def head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
     scaled in the backward pass: the forward + backward pass costs three
     matmuls, as for materialised logits, instead of four. `row_weights`
     (mask and normalisation) receive no gradient. With `static.has_aux`,
-    returns `(total, aux)`.
+    returns `(total, aux)`. Sharded, the operands are cast as in `head_rows`.
     """
+    hidden, weight, bias = same_varying((hidden, weight, bias), static.axis_name)
+    return _head_total(static, hidden, weight, bias, row_extras, shared, row_weights)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _head_total(static, hidden, weight, bias, row_extras, shared, row_weights):
     values, aux = _sweep(static, hidden, weight, bias, row_extras, shared, None)
     return _with_aux(static, weighted_sum(values, row_weights), aux)
 
@@ -281,23 +298,38 @@ def _head_total_bwd(static, grads, cotangent):
     return scaled + (None, None, None)
 
 
-head_total.defvjp(_head_total_fwd, _head_total_bwd)
+_head_total.defvjp(_head_total_fwd, _head_total_bwd)
 
 
-def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, where, counts=None):
+def row_weights_of(reduction, token_shape, where, counts, dtype):
+    """`example_weights` of the flattened rows, reduced as if they had `token_shape`.
+
+    `where` and `counts` are `[N]` (or None). Only `"batchmean"` depends on
+    the shape: the sum divided by `token_shape[0]`, the batch size of a
+    `[B, T]` token grid, as the unfused loss on `[B, T, V]` logits divides.
+    """
+    n = math.prod(token_shape)
+    shaped = lambda a: None if a is None else a.reshape(token_shape)
+    return example_weights(reduction, token_shape, shaped(where), shaped(counts), dtype).reshape(n)
+
+
+def head_loss(static, hidden, weight, bias, row_extras, shared, reduction, where, counts=None, token_shape=None):
     """A fused head loss reduced like [jaxkl.reduce][] with `where` (`counts`: see `example_weights`).
 
     Scalar reductions take the three-matmul `head_total` path; `"none"`
     returns per-row values through `head_rows` (four matmuls, since the
     per-row cotangent is only known in the backward pass). With
     `static.has_aux`, returns `(loss, aux)` (aux per row, unreduced).
+    `token_shape`: the shape the `N` rows were flattened from (default `(N,)`),
+    which sets `"batchmean"`'s divisor (see `row_weights_of`).
     """
     if reduction == "none":
         out = head_rows(static, hidden, weight, bias, row_extras, shared)
         values, aux = out if static.has_aux else (out, None)
         return _with_aux(static, reduce(values, "none", where=where), aux)
     dtype = compute_dtype(hidden.dtype)
-    row_weights = example_weights(reduction, (hidden.shape[0],), where, counts, dtype)
+    token_shape = (hidden.shape[0],) if token_shape is None else token_shape
+    row_weights = row_weights_of(reduction, token_shape, where, counts, dtype)
     return head_total(static, hidden, weight, bias, row_extras, shared, row_weights)
 
 
@@ -339,7 +371,9 @@ def _cross_entropy_rows(options, logits, row_extras, class_weight):
     return values, aux
 
 
-def _tiled_loss(options, chunk_size, tile, hidden, weight, bias, labels, class_weight, reduction, counted, counts):
+def _tiled_loss(
+    options, chunk_size, tile, hidden, weight, bias, labels, class_weight, reduction, counted, counts, token_shape
+):
     """The class-tiled path of `fused_linear_cross_entropy`: `(loss, aux rows or None)`."""
     n, v = hidden.shape[0], weight.shape[1]
     acc = compute_dtype(hidden.dtype)
@@ -354,7 +388,7 @@ def _tiled_loss(options, chunk_size, tile, hidden, weight, bias, labels, class_w
     if reduction == "none":
         loss = reduce(values, "none", where=counted)
     else:
-        loss = weighted_sum(values, example_weights(reduction, (n,), counted, counts, acc))
+        loss = weighted_sum(values, row_weights_of(reduction, token_shape, counted, counts, acc))
     if not options.return_aux:
         return loss, None
     return loss, aux_rows_from(lse, predicted, labels, counted, wy, options.z_loss)
@@ -435,7 +469,9 @@ def fused_linear_cross_entropy(
       label_smoothing: `eps` in `[0, 1]`; `eps / V` of the target mass on every class.
       z_loss: coefficient of `lse(z)^2` added per example (PaLM's z-loss), `>= 0`.
       reduction: `"none"`, `"sum"`, `"mean"` (PyTorch's weighted mean over
-        counted examples) or `"batchmean"` (sum / N).
+        counted examples) or `"batchmean"` (the sum divided by `hidden.shape[0]`:
+        `N` for `[N, D]`, the batch size `B` for `[B, T, D]`, as
+        [jaxkl.cross_entropy_loss][] divides on `[B, T, V]` logits).
       where: optional boolean mask of examples to include, broadcastable to `labels`.
       check: add a `checkify` check that the labels are in range.
       chunk_size: rows per chunk; `None` picks about `2**22 / V` rows
@@ -464,7 +500,11 @@ def fused_linear_cross_entropy(
         ids, as in [jaxkl.cross_entropy_loss][]. Row statistics cross devices
         as O(N) scalars (max, sums, label logit) and `d hidden` is one `psum`
         of `[N, D]`; neither the head nor the logits are gathered. (No class
-        tiles within a device's slice.) None: unsharded.
+        tiles within a device's slice.) The tokens may be split over another
+        mesh axis as well (`hidden` `P("data", None)`, `head_weight`
+        `P(None, "model")` on a `(data, model)` mesh): `d head_weight` is then
+        summed over `"data"`. Correct under `shard_map`'s `check_vma=True`
+        (the default) and `False`. None: unsharded.
 
     Returns:
       A scalar, or `labels.shape` for `reduction="none"` (0 for excluded
@@ -503,8 +543,10 @@ def fused_linear_cross_entropy(
     where = _validate.mask(where, token_shape)
     if shift:
         labels, where = next_token_labels(labels, where)
-    # Tokens flattened: a reshape of the leading axes, not a copy.
-    hidden, head_weight, head_bias = _validate.linear_head(hidden.reshape(-1, hidden.shape[-1]), head_weight, head_bias)
+    # Tokens flattened: a reshape of the leading axes, not a copy. Their count is spelled
+    # out: `-1` cannot be inferred from a zero-sized array (`D = 0`).
+    hidden = hidden.reshape(math.prod(token_shape), hidden.shape[-1])
+    hidden, head_weight, head_bias = _validate.linear_head(hidden, head_weight, head_bias)
     n, v = hidden.shape[0], head_weight.shape[1]
     labels = labels.reshape(n)
     where = None if where is None else jnp.broadcast_to(where, token_shape).reshape(n)
@@ -524,27 +566,30 @@ def fused_linear_cross_entropy(
     if weight is not None:
         weight = class_weights(weight, v, f"head_weight.shape[1] = {v}", axis_name).astype(acc)
     if check:
-        _checks.labels(labels, v * (1 if axis_name is None else jax.lax.axis_size(axis_name)), ignore_index)
+        classes = v * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+        _checks.labels(labels, classes, ignore_index, where)
     counted = counted_examples(labels, ignore_index, where)
     counts = None if weight is None else label_weights(labels, weight, v, axis_name)[1]
     tile = class_tile(vocab_chunk_size, chunk_size, n, v, hidden.shape[1], axis_name)
     if tile is None:
         rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
         static = Head(_cross_entropy_rows, options, rows, options.return_aux, axis_name)
-        out = head_loss(static, hidden, head_weight, head_bias, (labels, where), weight, reduction, counted, counts)
+        out = head_loss(
+            static, hidden, head_weight, head_bias, (labels, where), weight, reduction, counted, counts, token_shape
+        )
         loss, aux_rows = out if return_aux else (out, None)
     else:
         loss, aux_rows = _tiled_loss(
             options, chunk_rows(chunk_size, n, tile, hidden.shape[1]), tile,
-            hidden, head_weight, head_bias, labels, weight, reduction, counted, counts,
+            hidden, head_weight, head_bias, labels, weight, reduction, counted, counts, token_shape,
         )
     loss = loss.astype(hidden.dtype)
     if reduction == "none":
         loss = loss.reshape(token_shape)
     if aux_rows is None:
         return loss
-    # The z-loss term is reduced like the loss, by the unfused loss's own reduction.
-    lse, predicted, correct, z_rows = aux_rows
+    # The z-loss term is reduced like the loss, by the unfused loss's own reduction, on
+    # the token shape (so "batchmean" divides by its first axis, as the unfused loss does).
     wy = jnp.ones((n,), acc) if counts is None else counts
-    aux = label_aux((lse, predicted, correct, z_rows), counted, wy, reduction, weight is not None)
-    return loss, jax.tree_util.tree_map(lambda a: a.reshape(token_shape) if a.ndim else a, aux)
+    shaped = lambda a: None if a is None else a.reshape(token_shape)
+    return loss, label_aux(tuple(map(shaped, aux_rows)), shaped(counted), shaped(wy), reduction, weight is not None)

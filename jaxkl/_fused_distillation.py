@@ -90,7 +90,9 @@ def fused_linear_distillation_loss(
         classes are split (`student_head_weight[:, V_local]` and
         `teacher_head_weight[:, V_local]`, the same slice on each device);
         `labels` are global. Row statistics cross devices as O(N) scalars and
-        `d student_hidden` is one `psum`; no logits are gathered. None: unsharded.
+        `d student_hidden` is one `psum`; no logits are gathered. The rows may
+        be split over a data axis too, as in
+        [jaxkl.fused_linear_cross_entropy][]. None: unsharded.
 
     Returns:
       A scalar, or `[N]` for `reduction="none"`, in the student's dtype.
@@ -130,6 +132,10 @@ def fused_linear_distillation_loss(
         labels = _validate.labels(labels, (n,), "student_hidden.shape[:1]")
     reduction = _validate.reduction(reduction)
     where = _validate.mask(where, (n,))
+    if labels is not None and where is not None:
+        # An excluded example's label (often an ignore index such as -100) would put
+        # NaN into the hard term, and 0 * NaN into the gradient: score class 0 instead.
+        labels = jax.numpy.where(where, labels, 0)
     rows = chunk_rows(chunk_size, n, v, hidden.shape[1])
     static = Head(_distillation_rows, (options, static_temperature), rows, axis_name=options.axis_name)
     shared = (t_weight, traced_temperature)

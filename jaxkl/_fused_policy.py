@@ -142,7 +142,9 @@ def fused_linear_policy_loss(
       axis_name: inside `shard_map`, the mesh axis over which the head's
         classes are split (`head_weight[:, V_local]`, global token ids), as in
         [jaxkl.fused_linear_token_logprobs][]: only per-token scalars and one
-        `[N, D]` `psum` cross devices.
+        `[N, D]` `psum` cross devices. With the sequences split over a data
+        axis too, the loss is that shard's (combine with `lax.pmean` for
+        `"grpo"`/`"dr_grpo"` over equal shards).
 
     Returns:
       `(loss, stats)`: the scalar loss (float32, float64 for float64 inputs)
@@ -183,7 +185,9 @@ def fused_linear_policy_loss(
     tokens = _validate.labels(tokens, shape, "hidden.shape[:2]", "tokens")
     options = policy_options(loss_type, clip_eps, clip_eps_high, kl_coef, kl_estimator, entropy_coef, max_tokens)
     old, adv, ref, mask = policy_inputs(shape, old_logprobs, advantages, where, ref_logprobs, options)
-    hidden, weight, bias = _validate.linear_head(hidden.reshape(-1, hidden.shape[-1]), head_weight, head_bias)
+    # The token count spelled out: `-1` cannot be inferred from a zero-sized array (`D = 0`).
+    hidden = hidden.reshape(shape[0] * shape[1], hidden.shape[-1])
+    hidden, weight, bias = _validate.linear_head(hidden, head_weight, head_bias)
     n, d, v = hidden.shape[0], hidden.shape[1], weight.shape[1]
     tokens = tokens.reshape(n)
     entropy = options.entropy_coef > 0

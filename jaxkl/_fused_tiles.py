@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._chunks import chunked, on_cpu_in_float32, transposed, unchunked
+from ._chunks import chunked, on_cpu_in_float32, same_varying, transposed, unchunked, varying_axes
 from ._cross_entropy_loss import LabelOptions, label_coefficient, label_value
 from ._rowwise import compute_dtype, label_mask, soft_capped
 
@@ -160,6 +160,7 @@ def _forward_as_given(static, hidden, weight, bias, rows, shared):
     n, size = hidden.shape[0], static.chunk_size
     num_chunks = -(-n // size)
     acc = compute_dtype(weight.dtype)
+    varying = tuple(varying_axes(hidden))  # the operands' common mesh type, () unsharded
 
     def chunk_step(_, x):
         h_c, rows_c = x
@@ -168,7 +169,10 @@ def _forward_as_given(static, hidden, weight, bias, rows, shared):
             z = _tile_logits(h_c, weight, bias, start, tile)
             return rule.update(params, carry, z, start, tile, rows_c, shared)
 
-        carry = _over_tiles(weight.shape[1], static.tile_size, tile_step, rule.start(params, rows_c, shared, acc))
+        # The rule's running statistics start as constants: inside shard_map
+        # they take the logits' mesh type, or the tile loop's carry changes type.
+        (start,) = same_varying((rule.start(params, rows_c, shared, acc),), varying)
+        carry = _over_tiles(weight.shape[1], static.tile_size, tile_step, start)
         return None, rule.finish(params, carry, rows_c, shared)
 
     _, out = jax.lax.scan(chunk_step, None, chunked((hidden, rows), num_chunks, size))
@@ -217,24 +221,32 @@ def _backward_as_given(static, hidden, weight, bias, rows, shared, saved, cotang
             return d_h, d_weight, d_bias
 
         d_weight, d_bias = carry
-        inner = (jnp.zeros(h_c.shape, acc), d_weight, d_bias)
+        # zeros_like: sharded, the accumulators have the operands' mesh type (see `same_varying`).
+        inner = (jnp.zeros_like(h_c, acc), d_weight, d_bias)
         d_h, d_weight, d_bias = _over_tiles(weight.shape[1], static.tile_size, tile_step, inner)
         return (d_weight, d_bias), d_h.astype(hidden.dtype)
 
-    init = (jnp.zeros(weight.shape, acc), None if bias is None else jnp.zeros(bias.shape, acc))
+    init = (jnp.zeros_like(weight, acc), None if bias is None else jnp.zeros_like(bias, acc))
     xs = chunked((hidden, rows, saved, cotangent), num_chunks, size)
     (d_weight, d_bias), d_hidden = jax.lax.scan(chunk_step, init, xs)
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
     return unchunked(d_hidden, n), d_weight.astype(weight.dtype), d_bias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def tiled_rows(static, hidden, weight, bias, rows, shared):
     """`(values, aux)` per row of `hidden @ weight + bias` under `static.rule`, tile by tile.
 
     Gradients flow to `hidden`, `weight` and `bias` through `values`; `aux`,
-    `rows` and `shared` carry none.
+    `rows` and `shared` carry none. Inside `shard_map` (e.g. `hidden` split
+    over a data axis) the three operands are first cast to one mesh type, as
+    in the untiled heads (`same_varying`).
     """
+    hidden, weight, bias = same_varying((hidden, weight, bias))
+    return _tiled_rows(static, hidden, weight, bias, rows, shared)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _tiled_rows(static, hidden, weight, bias, rows, shared):
     values, aux, _ = _forward(static, hidden, weight, bias, rows, shared)
     return values, aux
 
@@ -251,7 +263,7 @@ def _tiled_rows_bwd(static, residuals, cotangents):
     return grads + jax.tree_util.tree_map(lambda _: None, (rows, shared))
 
 
-tiled_rows.defvjp(_tiled_rows_fwd, _tiled_rows_bwd)
+_tiled_rows.defvjp(_tiled_rows_fwd, _tiled_rows_bwd)
 
 
 # ------------------------------------------------------------ the cross-entropy's rule

@@ -154,7 +154,10 @@ def fused_linear_token_logprobs(
     axis) each device holds `head_weight[:, V_local]` and `head_bias[V_local]`,
     `tokens` are global class ids, the row statistics cross devices as O(N)
     scalars and `d hidden` is one `psum` of `[N, D]`: neither the head nor the
-    logits are gathered, as in [jaxkl.fused_linear_cross_entropy][].
+    logits are gathered, as in [jaxkl.fused_linear_cross_entropy][]. The
+    tokens may be split over a data axis too (`hidden` `P("data", None)` on a
+    `(data, model)` mesh; `d head_weight` is then summed over it), under
+    `check_vma=True` or `False`.
 
     Args:
       hidden: `[N, D]` floating point (tokens flattened; e.g. the policy's final

@@ -8,7 +8,7 @@ value `K` the derivatives used are
 
 * entropy `H(P)`:          dH/da = -P (log P + H)
 * cross-entropy `H(p, Q)`:  dC/db = (sum p) Q - p,   dC/dp = -log Q
-* `KL(P || Q)`:            dK/da = P (log P - log Q - K),  dK/db = Q - P
+* `KL(P || Q)`:            dK/da = P (log P - log Q - K),  dK/db = (sum P) Q - P
 * `JS_beta(P, Q)`:         dJ/da = beta P (log P - log M - KL(P||M)), likewise for b
 
 and every `P * (...)` factor is taken as 0 where `P` is exactly 0, which is
@@ -36,10 +36,10 @@ from ._rowwise import (
     log_normalizer,
     log_probs,
     prepare_logits,
-    prepare_probs,
     row_kernel,
     row_shift,
     row_sum,
+    split_probs,
     with_tangent,
     zero_where_unused,
 )
@@ -64,7 +64,13 @@ def temperature_scale(
     (or one temperature per row, see `_validate.temperature`) divides the
     logits up front: it is still differentiated correctly (the temperature
     receives its gradient), at the cost of the divided logits being kept for
-    the backward pass; a traced `T <= 0` gives NaN.
+    the backward pass; a traced `T <= 0` gives NaN. The division is done in
+    the compute dtype (float32 for 16-bit logits) and the divided logits are
+    returned in it: rounded back to bfloat16, `x / T` at `T = 0.004` loses
+    about 0.4 nats per logit (and float16 overflows to `inf - inf = NaN`),
+    where a static `T` folded into the kernel is exact. For 16-bit logits the
+    kept copy is therefore float32, twice the bytes of the input; callers
+    return their results in the input's dtype.
 
     A tiny static `T` (`1 / T` above `_SHIFT_FIRST_SCALE`) would overflow
     `logits / T` to `inf - inf = NaN`: see `_tempered_from_max`.
@@ -77,8 +83,9 @@ def temperature_scale(
             return scale, logits
         mask = None if where is None else jnp.asarray(where)
         return 1.0, tuple(_tempered_from_max(x, scale, axis, mask, axis_name) for x in logits)
-    t = jnp.asarray(t, compute_dtype(logits[0].dtype))
-    return 1.0, tuple(x / t.astype(x.dtype) for x in logits)
+    dtype = compute_dtype(logits[0].dtype)
+    t = jnp.asarray(t, dtype)
+    return 1.0, tuple(x.astype(dtype) / t for x in logits)
 
 
 # Beyond this 1 / T, `logits / T` may overflow float32 for ordinary logits.
@@ -190,31 +197,36 @@ def entropy_from_logits(
 # --------------------------------------------------------------- cross-entropy
 
 
-def _cross_entropy_value(static, t, logq):
+def _cross_entropy_value(static, t, logq, invalid):
     axis, axis_name = static
-    c = -row_sum(zero_where_unused(t, logq), axis, axis_name)
+    # Targets that are not probabilities make the row NaN through its value
+    # only (see `split_probs`): the derivative works on finite targets.
+    terms = jnp.where(invalid, jnp.nan, zero_where_unused(t, logq))
+    c = -row_sum(terms, axis, axis_name)
     return clip_value(c, 0.0, None)
 
 
 def _cross_entropy_forward(static, p, y, where):
-    t = prepare_probs(p, where)
+    t, invalid = split_probs(p, where)
     z = prepare_logits(y, where)
     norm = log_normalizer(z, *static)
     # The targets' mass is a statistic of the forward (its row is in cache
     # there), so that the derivative below is purely elementwise: a row sum
     # in it made XLA write the checked targets out at full size first.
     mass = row_sum(t, *static, keepdims=True)
-    return _cross_entropy_value(static, t, log_probs(z, norm)).astype(y.dtype), (norm, mass)
+    return _cross_entropy_value(static, t, log_probs(z, norm), invalid).astype(y.dtype), (norm, mass)
 
 
 def _cross_entropy_tangent(static, arrays, stats, tangents):
     p, y, where = arrays
     norm, mass = stats
     dp, dy = tangents[:2]
-    t = prepare_probs(p, where)
+    t, _ = split_probs(p, where)
     logq = log_probs(prepare_logits(y, where), norm)
-    # d/dp = -log Q, except that an unused class (p = 0 and Q = 0) is 0 log 0.
-    coef_p = jnp.where((t == 0) & (logq == -jnp.inf), 0.0, -logq)
+    # d/dp = -log Q, except where Q = 0: there the term is 0 log 0 (p = 0) or
+    # +inf (p > 0), whose gradient is taken as 0 -- an infinite coefficient
+    # would turn a zero cotangent (a row masked out by a reduction) into NaN.
+    coef_p = jnp.where(logq == -jnp.inf, 0.0, -logq)
     coef_y = mass * jnp.exp(logq) - t
     return with_tangent(coef_p, dp, *static) + with_tangent(coef_y, dy, *static)
 
@@ -250,7 +262,11 @@ def cross_entropy_from_logits(
     so adding any constant to a row of logits leaves the result unchanged.
     `p_i = 0` contributes 0 even where `q_logits_i = -inf`; `p_i > 0`
     there gives `+inf`. `p` is used as given (not renormalised); the
-    gradient wrt `q_logits` is `sum(p) * Q - p`.
+    gradient wrt `q_logits` is `sum(p) * Q - p`, and wrt `p` it is `-log Q`,
+    0 where `Q = 0` (an infinite coefficient would turn the zero cotangent of
+    a row masked out by a reduction into NaN). An entry of `p` that is not a
+    probability (`< 0` or `+inf`) makes its row NaN through the value only,
+    with a finite gradient, for the same reason; a NaN gives NaN in both.
 
     Args:
       p: target probabilities `[..., K, ...]`.
@@ -318,7 +334,10 @@ def _kl_tangent(static, arrays, stats, tangents):
     # Where KL is +inf (q = 0 under p > 0) it stays +inf for any finite
     # change of a, so its a-gradient is 0 rather than inf - inf.
     coef_a = jnp.where(k == jnp.inf, 0.0, scale * zero_where_unused(p, logp - logq - k))
-    coef_b = scale * (jnp.exp(logq) - p)
+    # dK/db = (sum P) Q - P: sum P is 1, or 0 on an empty row (every logit of P
+    # -inf or masked), whose KL is 0 whatever b is -- not Q.
+    mass_p = jnp.where(norm_a[1] == -jnp.inf, 0.0, 1.0)
+    coef_b = scale * (mass_p * jnp.exp(logq) - p)
     return with_tangent(coef_a, da, axis, axis_name) + with_tangent(
         coef_b, db, axis, axis_name
     )
@@ -347,7 +366,9 @@ def kl_divergence_from_logits(
     Computed entirely in log space, so it stays finite where a probabilities
     path would underflow (`p = [0, 0]`, `q = [0, -103]` gives 50.80685 in
     float32). The gradient is rebuilt from the logits and two log-normalisers
-    per row: reverse mode keeps O(rows) residuals. `dKL/dq_logits = (Q - P)/T`.
+    per row: reverse mode keeps O(rows) residuals. `dKL/dq_logits = (Q - P)/T`,
+    and 0 on a row where `P` is empty (every logit `-inf` or masked: the KL
+    is 0 whatever `q_logits` is), i.e. `((sum P) Q - P)/T`.
 
     Edge cases: a class with `-inf` in both contributes 0 and gets zero
     gradient; `-inf` in `q_logits` where `P > 0` gives `+inf`, with a
@@ -362,7 +383,9 @@ def kl_divergence_from_logits(
       where: optional boolean mask; excluded classes are removed from both.
       base: logarithm base; `None` for nats.
       temperature: divides both logits (`> 0`). A traced value is allowed
-        and differentiated, at the cost of O(rows x classes) residuals.
+        and differentiated, at the cost of O(rows x classes) residuals (the
+        divided logits, in float32 for 16-bit inputs, where the division is
+        done so that it agrees with a static temperature).
       axis_name: mesh axis name over which `axis` is sharded inside
         `shard_map` (row statistics combined with `lax.pmax`/`lax.psum`;
         the class axis is never gathered), or None.
@@ -380,8 +403,9 @@ def kl_divergence_from_logits(
     """
     a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
+    dtype = a.dtype  # a traced temperature returns the divided logits in the compute dtype
     scale, (a, b) = temperature_scale(temperature, a, b, axis=axis, where=where, axis_name=axis_name)
-    return in_base(_kl(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where), base)
+    return in_base(_kl(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where), base).astype(dtype)
 
 
 # ------------------------------------------------------------------------- JS
@@ -482,11 +506,12 @@ def js_divergence_from_logits(
     a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
     base = _validate.base(base)
     beta = _validate.unit_interval(beta, "beta")
+    dtype = a.dtype  # a traced temperature returns the divided logits in the compute dtype
     scale, (a, b) = temperature_scale(temperature, a, b, axis=axis, where=where, axis_name=axis_name)
     if beta in (0.0, 1.0):
         # M equals P or Q: the divergence is identically 0, except where an
         # (unmasked) logit is NaN or +inf, which gives NaN as in every kernel.
         invalid = ~(prepare_logits(a, where) < jnp.inf) | ~(prepare_logits(b, where) < jnp.inf)
         invalid = row_sum(invalid.astype(jnp.float32), axis, _validate.axis_name(axis_name)) > 0
-        return jnp.where(invalid, jnp.nan, 0.0).astype(a.dtype)
-    return in_base(_js(Tempered(axis, _validate.axis_name(axis_name), scale, beta), a, b, where), base)
+        return jnp.where(invalid, jnp.nan, 0.0).astype(dtype)
+    return in_base(_js(Tempered(axis, _validate.axis_name(axis_name), scale, beta), a, b, where), base).astype(dtype)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from . import _validate
 from ._axes import class_axes
-from ._divergences_f import f_terms, safe_sqrt, slope, zero_side_limits
+from ._divergences_f import safe_sqrt, slope, zero_side_limits
 from ._logits import Tempered, entropy_from_logits, kl_divergence_from_logits, temperature_scale
 from ._rowwise import (
     clip_value,
@@ -161,21 +161,26 @@ _ONE_DISTRIBUTION = object()  # `q_logits` of the entropies (a user's None is re
 
 
 def _inputs(p_logits, q_logits, axis, where, temperature):
-    """`(a, b, axis, where, scale)` validated; `q_logits=_ONE_DISTRIBUTION` gives `b=None`."""
+    """`(a, b, axis, where, scale, dtype)` validated; `q_logits=_ONE_DISTRIBUTION` gives `b=None`.
+
+    `dtype` is the result's: the inputs', also when a traced temperature
+    returns the divided logits in the compute dtype.
+    """
     if q_logits is _ONE_DISTRIBUTION:
         a = _validate.float_array(p_logits, "logits")
         axis = _validate.normalize_axis(axis, a.ndim)
-        return a, None, axis, _validate.mask(where, a.shape), 1.0
+        return a, None, axis, _validate.mask(where, a.shape), 1.0, a.dtype
     a, b, axis, where = _validate.float_pair(p_logits, q_logits, "p_logits", "q_logits", axis, where)
+    dtype = a.dtype
     scale, (a, b) = temperature_scale(temperature, a, b, axis=axis, where=where)
-    return a, b, axis, where, scale
+    return a, b, axis, where, scale, dtype
 
 
 def _log_power_sum(p_logits, q_logits, alpha, axis, where, temperature, axis_name):
     """`(L, dtype, axis)` with `L` per row in the compute dtype; `q_logits=_ONE_DISTRIBUTION` for the entropies."""
-    a, b, axis, where, scale = _inputs(p_logits, q_logits, axis, where, temperature)
+    a, b, axis, where, scale, dtype = _inputs(p_logits, q_logits, axis, where, temperature)
     static = Powered(axis, _validate.axis_name(axis_name), scale, alpha)
-    return _power(static, a, b, where), a.dtype, axis
+    return _power(static, a, b, where), dtype, axis
 
 
 def _max_log_ratio(p_logits, q_logits, axis, where, temperature, axis_name):
@@ -185,7 +190,7 @@ def _max_log_ratio(p_logits, q_logits, axis, where, temperature, axis_name):
     a max: the max keeps a rows x classes mask for its gradient, which is not
     worth a custom rule for these rarely differentiated limits (alpha = inf).
     """
-    a, b, axis, where, scale = _inputs(p_logits, q_logits, axis, where, temperature)
+    a, b, axis, where, scale, dtype = _inputs(p_logits, q_logits, axis, where, temperature)
 
     def log_p(x):
         return log_softmax(prepare_logits(x, None, scale), axis, where=where, axis_name=axis_name)
@@ -206,7 +211,7 @@ def _max_log_ratio(p_logits, q_logits, axis, where, temperature, axis_name):
         best = jax.lax.pmax(jax.lax.stop_gradient(d), axis_name)
         mine = d == best
         d = jax.lax.psum(jnp.where(mine, d, 0.0), axis_name) / jax.lax.psum(mine.astype(d.dtype), axis_name)
-    return jnp.where(d == -jnp.inf, 0.0, d), a.dtype
+    return jnp.where(d == -jnp.inf, 0.0, d), dtype
 
 
 # ------------------------------------------------------------ total variation
@@ -298,8 +303,8 @@ def total_variation_from_logits(
     References:
       Tsybakov, "Introduction to Nonparametric Estimation" (2009), sec. 2.4.
     """
-    a, b, axis, where, scale = _inputs(p_logits, q_logits, axis, where, temperature)
-    return _tv(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where)
+    a, b, axis, where, scale, dtype = _inputs(p_logits, q_logits, axis, where, temperature)
+    return _tv(Tempered(axis, _validate.axis_name(axis_name), scale), a, b, where).astype(dtype)
 
 
 @class_axes("p_logits", "q_logits")
@@ -533,7 +538,18 @@ def f_divergence_from_logits(
     r"""Csiszár f-divergence $\sum_i Q_i f(P_i / Q_i)$ of two softmax distributions.
 
     See [jaxkl.f_divergence][] for `f` and `slope_at_infinity`. The ratios
-    $P_i / Q_i$ are formed in log space. Differentiated by plain autodiff
+    $t_i = P_i / Q_i$ are formed in log space and each term is computed as
+    $Q_i f(t_i)$ for $t_i \le 1$ and $P_i f(t_i) / t_i$ for $t_i > 1$, so a
+    probability that underflows to 0 opposite a representable ratio still
+    gives its exact term (finite for total variation, Hellinger, ... where
+    `Q` underflows). Ratios beyond the dtype's range take the limits:
+    $P_i \cdot$ `slope_at_infinity` above it and $Q_i f(0)$ below it, with
+    zero gradient through the ratio (so an infinite $f'(0)$ gives no NaN);
+    with `slope_at_infinity=inf` a ratio above the range (e.g. $Q_i < e^{-88}
+    P_i$ in float32) gives `+inf` even where the exact value is finite: use
+    [jaxkl.kl_divergence_from_logits][] or
+    [jaxkl.chi2_divergence_from_logits][] for those. A `+inf` row never makes
+    the gradient of other rows NaN. Differentiated by plain autodiff
     through [jaxkl.log_softmax][] and `f` (rows x classes residuals): a
     custom rule would need `f'` and `f''` of a user's function, and the
     named divergences have their own kernels.
@@ -565,14 +581,48 @@ def f_divergence_from_logits(
       distributions and indirect observations", Studia Sci. Math. Hungar. 2 (1967).
     """
     f_slope = slope(slope_at_infinity)
-    a, b, axis, where, scale = _inputs(p_logits, q_logits, axis, where, temperature)
+    a, b, axis, where, scale, dtype = _inputs(p_logits, q_logits, axis, where, temperature)
     axis_name = _validate.axis_name(axis_name)
     logp, logq = (log_softmax(prepare_logits(x, None, scale), axis, where=where, axis_name=axis_name) for x in (a, b))
-    q_zero = logq == -jnp.inf
-    ratio = jnp.exp(logp - jnp.where(q_zero, 0.0, logq))
-    # Masked classes are -inf in both: f_terms gives them 0.
-    terms = f_terms(f, f_slope, jnp.exp(logp), jnp.exp(logq), ratio)
-    return row_sum(terms, axis, axis_name).astype(a.dtype)
+    terms = _f_terms_from_logs(f, f_slope, logp, logq)
+    return row_sum(terms, axis, axis_name).astype(dtype)
+
+
+def _times(weight: jax.Array, value: jax.Array) -> jax.Array:
+    """`weight * value`; an infinite `value` is a constant (0 where `weight = 0`) with zero gradient.
+
+    An infinite factor in a product would turn a zero cotangent (another
+    row's, or a masked-out row's) into `0 * inf = NaN`.
+    """
+    inf = jnp.isinf(value)
+    return jnp.where(inf, jnp.where(weight == 0, 0.0, value), weight * jnp.where(inf, 0.0, value))
+
+
+def _f_terms_from_logs(f: Callable, f_slope: float, logp: jax.Array, logq: jax.Array) -> jax.Array:
+    """Elementwise `Q f(P / Q)` from log-probabilities, finite wherever the dtype allows.
+
+    The ratio `t = P / Q` is formed in log space, and the term is written so
+    that the factor in front never underflows against a representable `t`:
+    `Q f(t)` for `t <= 1` and `P f(t) / t` for `t > 1` (equal, since `Q =
+    P / t`). A `Q` (or `P`) that underflows to 0 while the ratio is
+    representable therefore still gives its exact term. Beyond the dtype's
+    range the limits are taken: `P * slope_at_infinity` for `t` above it
+    (`Q = 0 < P` included), `Q f(0)` below it (`P = 0` included; `t` is then
+    a constant 0, so an infinite `f'(0)` reaches no gradient). Both `-inf`
+    (masked classes) gives 0.
+    """
+    p_none, q_none = logp == -jnp.inf, logq == -jnp.inf
+    both = p_none & q_none
+    log_t = jnp.where(q_none, jnp.where(p_none, 0.0, jnp.inf), logp - jnp.where(q_none, 0.0, logq))
+    beyond = log_t > math.log(float(jnp.finfo(logp.dtype).max))
+    t = jnp.exp(jnp.where(beyond, 0.0, log_t))
+    t = jnp.where(t == 0, 0.0, t)  # below the range: a constant, see above
+    upper = log_t > 0
+    fv = f(t)
+    p, q = jnp.exp(logp), jnp.exp(logq)
+    at_infinity = jnp.where(p == 0, 0.0, jnp.inf) if f_slope == math.inf else f_slope * p
+    up = jnp.where(beyond, at_infinity, _times(p, fv / jnp.where(upper, t, 1.0)))
+    return jnp.where(both, 0.0, jnp.where(upper, up, _times(q, fv)))
 
 
 # -------------------------------------------------------------------- entropies

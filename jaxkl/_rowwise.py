@@ -296,6 +296,24 @@ def prepare_probs(p: jax.Array, where: jax.Array | None) -> jax.Array:
     return p
 
 
+def split_probs(p: jax.Array, where: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """`(t, invalid)`: `prepare_probs` with the entries that are not probabilities
+    set to 0 and flagged in `invalid` (False where masked) instead of made NaN.
+
+    For kernels that put the NaN into the *value* only (`jnp.where(invalid,
+    nan, term)`): the derivative then never sees the NaN, so a row that a
+    reduction masks out (cotangent 0) gets a zero gradient instead of
+    `0 * NaN`. A NaN input is not "invalid": it stays in `t` and reaches the
+    gradient, as documented.
+    """
+    p = p.astype(compute_dtype(p.dtype))
+    invalid = (p < 0) | (p == jnp.inf)
+    if where is not None:
+        invalid = jnp.where(where, invalid, False)
+        p = jnp.where(where, p, 0.0)
+    return jnp.where(invalid, 0.0, p), invalid
+
+
 def row_sum(x: jax.Array, axis: int, axis_name: Any = None, keepdims: bool = False) -> jax.Array:
     """`sum` over the class axis; with `axis_name` the axis is sharded and the
     per-device partial sums are combined with `lax.psum` (one number per row

@@ -79,8 +79,16 @@ def _validated(tail, divergence, beta, temperature, scale):
     return tail, options, _validate.positive(temperature, "temperature")
 
 
-def _teacher(indices, logprobs, row_shape, num_classes, check):
-    """Validated `[..., k]` teacher arrays for rows of shape `row_shape`."""
+def _teacher(indices, logprobs, row_shape, num_classes, check, where):
+    """Validated `[..., k]` teacher arrays for rows of shape `row_shape`, masked rows made harmless.
+
+    Rows excluded by `where` (padding) often hold placeholder indices such as
+    -1; `_gathered` turns those into NaN, and although the row's value is
+    dropped by the reduction, its NaN would still reach the gradient as
+    0 * NaN. So the masked rows' teacher becomes classes `0..k-1` at
+    `log(1 / (k + 1))` each (a valid top-k row, with a positive tail)
+    before any math, and `check=True` sees only the rows that count.
+    """
     indices = _validate.integer_array(indices, "teacher_indices")
     logprobs = _validate.float_array(logprobs, "teacher_logprobs")
     _validate.same_shape(indices, logprobs, "teacher_indices", "teacher_logprobs")
@@ -91,6 +99,12 @@ def _teacher(indices, logprobs, row_shape, num_classes, check):
         )
     if indices.shape[-1] > num_classes:
         raise ValueError(f"k={indices.shape[-1]} teacher classes exceed the student's {num_classes} classes")
+    if where is not None:
+        k = indices.shape[-1]
+        keep = jnp.broadcast_to(where, row_shape)[..., None]
+        placeholder = jnp.broadcast_to(jnp.arange(k, dtype=indices.dtype), indices.shape)
+        indices = jnp.where(keep, indices, placeholder)
+        logprobs = jnp.where(keep, logprobs, jnp.asarray(-math.log(k + 1), logprobs.dtype))
     if check:
         _checks.top_k_indices(indices, num_classes)
     return indices, logprobs
@@ -143,7 +157,10 @@ def topk_distillation_loss(
     Indices outside `[0, V)` give NaN for that row (never a wrapped index);
     duplicated indices in a row are not a distribution and give a
     meaningless value. `check=True` checks both through
-    `jax.experimental.checkify` (see [jaxkl.kl_divergence][]).
+    `jax.experimental.checkify` (see [jaxkl.kl_divergence][]). Rows
+    excluded by `where` (padding) give 0 and a zero gradient whatever they
+    hold (placeholder indices such as -1, `-inf` log-probabilities, NaN
+    logits), and `check=True` ignores them.
 
     Args:
       student_logits: `[..., V]` floating point (e.g. `[B, S, V]`).
@@ -155,8 +172,9 @@ def topk_distillation_loss(
       beta: teacher weight of the JS mixture, in `[0, 1]`.
       scale_by_temperature_squared: multiply by $T^2$ (Hinton et al.).
       reduction: as [jaxkl.reduce][]; default `"batchmean"` (sum / first dimension).
-      where: optional boolean mask of rows, shape `student_logits.shape[:-1]`.
-      check: add checkify checks of the indices (range and duplicates).
+      where: optional boolean mask of rows, shape `student_logits.shape[:-1]`;
+        excluded rows give 0 and no gradient whatever they hold.
+      check: add checkify checks of the indices (range and duplicates) of the rows kept.
 
     Returns:
       A scalar, or one value per row for `"none"`; dtype of `student_logits`.
@@ -186,8 +204,13 @@ def topk_distillation_loss(
         raise ValueError("student_logits must have a class axis (the last one)")
     tail, options, t = _validated(tail, divergence, beta, temperature, scale_by_temperature_squared)
     reduction = _validate.reduction(reduction)
-    indices, logprobs = _teacher(teacher_indices, teacher_logprobs, z.shape[:-1], z.shape[-1], check)
     where = _validate.mask(where, z.shape[:-1])
+    indices, logprobs = _teacher(teacher_indices, teacher_logprobs, z.shape[:-1], z.shape[-1], check, where)
+    if where is not None:
+        # Masked rows' logits may be anything (inf, NaN): replaced before the
+        # math, they give 0 and a zero gradient ("double where"). Only with a
+        # mask, so the unmasked path makes no extra pass over rows x V.
+        z = jnp.where(jnp.broadcast_to(where, z.shape[:-1])[..., None], z, jnp.zeros((), z.dtype))
     acc = compute_dtype(z.dtype)
     temperature = t if t is not None else jnp.asarray(temperature, acc)
     values = topk_rows(z.astype(acc), indices, logprobs, temperature, tail, options)
@@ -237,8 +260,9 @@ def fused_linear_topk_distillation_loss(
       scale_by_temperature_squared: multiply by $T^2$.
       chunk_size: rows per chunk (`None`: as in [jaxkl.fused_linear_cross_entropy][]).
       reduction: as [jaxkl.reduce][]; default `"batchmean"` (sum / N).
-      where: optional boolean `[N]` mask of rows.
-      check: add checkify checks of the indices (range and duplicates).
+      where: optional boolean `[N]` mask of rows; excluded rows give 0 and no
+        gradient whatever their teacher indices (e.g. -1 padding).
+      check: add checkify checks of the indices (range and duplicates) of the rows kept.
 
     Returns:
       A scalar, or `[N]` for `reduction="none"`, in the dtype of the head.
@@ -259,8 +283,8 @@ def fused_linear_topk_distillation_loss(
     if t is None:
         raise TypeError("temperature must be a Python number known at trace time")
     reduction = _validate.reduction(reduction)
-    indices, logprobs = _teacher(teacher_indices, teacher_logprobs, (n,), v, check)
     where = _validate.mask(where, (n,))
+    indices, logprobs = _teacher(teacher_indices, teacher_logprobs, (n,), v, check, where)
     static = Head(_fused_rows, (t, tail, options), chunk_rows(chunk_size, n, v, hidden.shape[1]))
     loss = head_loss(static, hidden, head_weight, head_bias, (indices, logprobs), None, reduction, where)
     return loss.astype(hidden.dtype)

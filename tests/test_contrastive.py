@@ -187,3 +187,72 @@ def test_compiled_temporaries_stay_below_two_percent_of_one_similarity_matrix():
     step = jax.jit(jax.value_and_grad(lambda x, y, t: jaxkl.contrastive_loss(x, y, temperature=t), argnums=(0, 1, 2)))
     temp = step.lower(emb, emb, t).compile().memory_analysis().temp_size_in_bytes
     assert temp <= 0.02 * n * n * 4, temp / 2**20
+
+
+@pytest.mark.parametrize(("symmetric", "masked"), [(True, True), (False, False)])
+def test_forward_mode_through_the_strips(symmetric, masked):
+    # Regression: above one strip (N > ~724 by default) the loss used a
+    # custom_vjp, so jax.jvp / jacfwd raised. N = 1000 takes two strips of 520 rows.
+    x, y = _pairs(n=1000, d=8, seed=11)
+    x, y = x / 2, y / 2
+    where = jnp.asarray(np.arange(1000) % 9 != 4) if masked else None
+    rng = np.random.default_rng(11)
+    tx, ty = (jnp.asarray(rng.normal(size=(1000, 8)), jnp.float32) for _ in range(2))
+
+    def loss(x, y, t):
+        return jaxkl.contrastive_loss(x, y, temperature=t, symmetric=symmetric, where=where)
+
+    def plain(x, y, t):
+        return _jnp_loss(x, y, t, symmetric, where)
+
+    got, got_t = jax.jit(lambda *a: jax.jvp(loss, a, (tx, ty, jnp.float32(0.1))))(x, y, jnp.float32(0.3))
+    want, want_t = jax.jvp(plain, (x, y, jnp.float32(0.3)), (tx, ty, jnp.float32(0.1)))
+    np.testing.assert_allclose(got, _numpy_loss(x, y, 0.3, symmetric, where), rtol=2e-6)
+    np.testing.assert_allclose(got_t, want_t, rtol=1e-4)
+    # A central difference of the float64 NumPy loss along the same direction.
+    h = 1e-3
+    fd = (
+        _numpy_loss(np.asarray(x, np.float64) + h * np.asarray(tx), np.asarray(y, np.float64) + h * np.asarray(ty), 0.3 + 0.1 * h, symmetric, where)
+        - _numpy_loss(np.asarray(x, np.float64) - h * np.asarray(tx), np.asarray(y, np.float64) - h * np.asarray(ty), 0.3 - 0.1 * h, symmetric, where)
+    ) / (2 * h)
+    np.testing.assert_allclose(got_t, fd, rtol=1e-3)
+    # jacfwd and reverse-over-forward (the temperature's curvature) agree with the materialised peer.
+    jac = jax.jit(jax.jacfwd(loss, argnums=2))(x, y, jnp.float32(0.3))
+    np.testing.assert_allclose(jac, jax.grad(plain, argnums=2)(x, y, jnp.float32(0.3)), rtol=1e-4)
+    curvature = jax.jit(jax.hessian(loss, argnums=2))(x, y, jnp.float32(0.3))
+    np.testing.assert_allclose(curvature, jax.hessian(plain, argnums=2)(x, y, jnp.float32(0.3)), rtol=1e-3)
+    # Reverse mode through the strips still matches too (it transposes the same rule).
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, y, jnp.float32(0.3))
+    for g, w in zip(grads, jax.grad(plain, argnums=(0, 1, 2))(x, y, jnp.float32(0.3)), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
+
+
+def test_forward_mode_in_bfloat16_and_with_a_static_temperature():
+    x, y = _pairs(n=800, d=8, seed=12, dtype=np.float32)
+    x16, y16 = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)
+    tx = jnp.asarray(np.random.default_rng(12).normal(size=(800, 8)), jnp.bfloat16)
+    got, got_t = jax.jvp(lambda x: jaxkl.contrastive_loss(x, y16, temperature=0.5, chunk_size=96), (x16,), (tx,))
+    assert got.dtype == got_t.dtype == jnp.bfloat16
+    f32 = lambda x: _jnp_loss(x, y16.astype(jnp.float32), 0.5)
+    want, want_t = jax.jvp(f32, (x16.astype(jnp.float32),), (tx.astype(jnp.float32),))
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-2)
+    np.testing.assert_allclose(float(got_t), float(want_t), rtol=2e-2, atol=1e-3)
+
+
+def test_accelerator_branch_of_the_16_bit_forward_pass(monkeypatch):
+    # On CPU 16-bit embeddings are converted to float32 before the strips; the
+    # accelerators' (default) branch keeps them as they are. Run that branch here.
+    from jaxkl import _contrastive
+
+    x, y = _pairs(n=800, d=8, seed=13)
+    x16, y16 = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)
+
+    def run():
+        step = jax.jit(jax.value_and_grad(lambda x, y: jaxkl.contrastive_loss(x, y, temperature=0.5, chunk_size=96), (0, 1)))
+        return step(x16, y16)
+
+    cpu = run()
+    monkeypatch.setattr(_contrastive, "_forward_here", _contrastive._forward)
+    default = run()
+    for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(cpu), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=2e-2, atol=2e-4)

@@ -348,3 +348,72 @@ def test_property_nonnegative_and_matches_reference(eps, seed):
 @functools.partial(jax.jit, static_argnums=2)
 def _jitted_none(logits, labels, eps):
     return jaxkl.cross_entropy_loss(logits, labels, label_smoothing=eps, reduction="none")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_aux_z_loss_is_zero_without_z_loss_on_an_all_minus_inf_row(reduction):
+    # Regression: with z_loss=0 the aux z-loss term was 0 * lse**2 = 0 * inf = NaN
+    # for a row whose logits are all -inf (every class masked).
+    logits = jnp.array([[1.0, 2.0, 3.0], [-jnp.inf, -jnp.inf, -jnp.inf], [0.5, 0.0, -1.0]])
+    labels = jnp.array([2, 0, 1])
+    _, aux = jaxkl.cross_entropy_loss(logits, labels, reduction=reduction, return_aux=True)
+    assert np.all(np.asarray(aux.z_loss) == 0.0)
+    np.testing.assert_allclose(aux.logsumexp[::2], np.log(np.exp(np.asarray(logits[::2], np.float64)).sum(-1)), rtol=1e-6)
+    # With the z-loss on, the finite rows still carry z * lse**2 (and the -inf row, excluded here, nothing).
+    where = jnp.array([True, False, True])
+    loss, aux = jaxkl.cross_entropy_loss(logits, labels, z_loss=0.1, reduction="none", where=where, return_aux=True)
+    lse = np.log(np.exp(np.asarray(logits, np.float64)[::2]).sum(-1))
+    np.testing.assert_allclose(np.asarray(aux.z_loss)[::2], 0.1 * lse**2, rtol=1e-6)
+    np.testing.assert_allclose(loss, reference(logits, labels, z=0.1, reduction="none", where=where), rtol=1e-6)
+    assert aux.z_loss[1] == 0.0
+
+
+def test_checkify_skips_labels_excluded_by_where():
+    # Regression: check=True raised on out-of-range labels of examples excluded by `where`.
+    rng = np.random.default_rng(13)
+    logits = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
+    labels = jnp.array([1, 7, -1, 4])
+    where = jnp.array([True, False, False, True])
+
+    def loss(x, w, ignore_index=None):
+        return jaxkl.cross_entropy_loss(x, labels, where=w, ignore_index=ignore_index, check=True)
+
+    err, (value, grad) = checkify.checkify(jax.jit(jax.value_and_grad(loss)))(logits, where)
+    err.throw()
+    np.testing.assert_allclose(value, reference(logits, labels, where=where), rtol=1e-6)
+    # d/dx of the mean over kept rows of -log softmax(x)_y: (softmax(x) - onehot(y)) / kept.
+    p = np.asarray(jax.nn.softmax(logits))
+    want = np.where(np.asarray(where)[:, None], p - np.eye(5)[np.clip(np.asarray(labels), 0, 4)], 0.0) / 2
+    np.testing.assert_allclose(grad, want, atol=1e-6)
+    err, _ = checkify.checkify(jax.jit(loss))(logits, jnp.ones(4, bool))
+    with pytest.raises(checkify.JaxRuntimeError, match="first offending label is 7"):
+        err.throw()
+    # ignore_index is not checked either, masked or not.
+    err, _ = checkify.checkify(jax.jit(functools.partial(loss, ignore_index=-1)))(logits, jnp.array([True, False, True, True]))
+    err.throw()
+
+
+def test_tuple_axis_weight_of_the_wrong_shape_raises():
+    # Regression: with a tuple class axis, a weight of the right size but the
+    # wrong shape (or (1, K)) was flattened and taken silently.
+    rng = np.random.default_rng(14)
+    logits = jnp.asarray(rng.normal(size=(5, 3, 4)), jnp.float32)
+    labels = jnp.array([0, 5, 11, 7, 3])
+    for shape in [(4, 3), (1, 12), (12, 1), (3,), (4,), ()]:
+        with pytest.raises(ValueError, match=r"weight.shape=\(.*\) must be \(12,\) or \(3, 4\)"):
+            jaxkl.cross_entropy_loss(logits, labels, axis=(1, 2), weight=jnp.ones(shape))
+    weight = jnp.asarray(rng.uniform(0.5, 2.0, size=(3, 4)), jnp.float32)
+    flat_logits, flat_weight = logits.reshape(5, 12), weight.reshape(12)
+    want = reference(flat_logits, labels, weight=flat_weight)
+
+    def loss(x, w):
+        return jaxkl.cross_entropy_loss(x, labels, axis=(1, 2), weight=w)
+
+    for w in (weight, flat_weight):
+        value, grad = jax.value_and_grad(loss)(logits, w)
+        np.testing.assert_allclose(value, want, rtol=1e-6)
+        # Plain autodiff of PyTorch's weighted mean on the flattened classes.
+        plain = lambda x: jnp.sum(
+            -flat_weight[labels] * jnp.take_along_axis(jax.nn.log_softmax(x.reshape(5, 12)), labels[:, None], -1)[:, 0]
+        ) / jnp.sum(flat_weight[labels])
+        np.testing.assert_allclose(grad, jax.grad(plain)(logits), rtol=1e-5, atol=1e-7)

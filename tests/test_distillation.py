@@ -245,3 +245,88 @@ def test_skew_limits_are_forward_kl_and_zero():
     np.testing.assert_array_equal(jaxkl.distillation_loss(s, t, divergence="skew_kl", skew=1.0, reduction="none"), 0.0)
     with pytest.raises(ValueError, match="skew"):
         jaxkl.distillation_loss(s, t, divergence="skew_kl", skew=1.5)
+
+
+def _jnp_distillation(s, t, labels, temperature, alpha, divergence, beta=0.5):
+    """The per-example loss written out in jnp on materialised arrays, differentiated by plain autodiff."""
+    ls, lt = jax.nn.log_softmax(s / temperature), jax.nn.log_softmax(t / temperature)
+    ps, pt = jnp.exp(ls), jnp.exp(lt)
+    kl_ = lambda p, lp, lq: jnp.sum(p * (lp - lq), axis=-1)
+    if divergence == "forward_kl":
+        soft = kl_(pt, lt, ls)
+    elif divergence == "reverse_kl":
+        soft = kl_(ps, ls, lt)
+    else:
+        lm = jnp.log(beta * pt + (1 - beta) * ps)
+        soft = beta * kl_(pt, lt, lm) + (1 - beta) * kl_(ps, ls, lm)
+    hard = -jnp.take_along_axis(jax.nn.log_softmax(s), labels[:, None], axis=-1)[:, 0]
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js"])
+def test_masked_rows_with_ignore_labels_and_infinite_teacher_give_zero_gradient(divergence):
+    # Regression: hard labels of -100 on rows excluded by `where` made the
+    # gradient NaN (the mask never reached the hard term), and so did a
+    # masked row whose teacher logits hold +inf.
+    s, t = _pair(10)
+    keep = np.array([True, False, True, True, False, True])
+    labels = np.array([0, -100, 2, 3, -100, 1], np.int32)
+    t_pad, s_pad = t.copy(), s.copy()
+    t_pad[1, 2] = np.inf
+    t_pad[4] = np.nan
+    s_pad[4, 3] = np.inf
+
+    def loss(s):
+        return jaxkl.distillation_loss(
+            s, t_pad, temperature=2.0, labels=labels, alpha=0.6, divergence=divergence, where=keep
+        )
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(s_pad)
+    kept = np.flatnonzero(keep)
+    want = reference_distillation(
+        s[kept], t[kept], temperature=2.0, labels=labels[kept], alpha=0.6, divergence=divergence
+    ).sum() / 6  # batchmean: all six rows count in the denominator
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    want_grad = jax.grad(
+        lambda sk: jnp.sum(_jnp_distillation(sk, t[kept], labels[kept], 2.0, 0.6, divergence)) / 6
+    )(s[kept])
+    np.testing.assert_allclose(np.asarray(grad)[kept], want_grad, rtol=1e-4, atol=1e-6)
+    assert np.all(np.asarray(grad)[~keep] == 0.0)
+
+
+def test_consistency_masked_rows_with_infinite_logits_give_zero_gradient():
+    x, t = _pair(11)
+    keep = np.array([True, True, False, True, True, False])
+    x_pad, t_pad = x.copy(), t.copy()
+    t_pad[2, 0], x_pad[5, 1] = np.inf, np.nan
+    value, grad = jax.jit(jax.value_and_grad(lambda x: jaxkl.consistency_loss(x, t_pad, temperature=0.5, where=keep)))(x_pad)
+    np.testing.assert_allclose(value, reference_consistency(x[keep], t[keep], temperature=0.5), rtol=1e-5)
+    # d/dx of the mean over kept rows of KL(softmax(t / T) || softmax(x)) is (softmax(x) - softmax(t / T)) / kept.
+    want_grad = (softmax(x[keep]) - softmax(t[keep] / 0.5)) / keep.sum()
+    np.testing.assert_allclose(np.asarray(grad)[keep], want_grad, atol=1e-6)
+    assert np.all(np.asarray(grad)[~keep] == 0.0)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.7, 3.0])
+def test_consistency_sharpens_bf16_targets_in_float32(temperature):
+    # Regression: a static temperature sharpened bf16 targets as t * (1 / T)
+    # rounded to bf16, which moved the loss by up to ~5% relative.
+    rng = np.random.default_rng(12)
+    x16 = jnp.asarray(3 * rng.standard_normal((64, 50)), jnp.bfloat16)
+    t16 = jnp.asarray(3 * rng.standard_normal((64, 50)), jnp.bfloat16)
+    x64, t64 = np.asarray(x16, np.float64), np.asarray(t16, np.float64)
+    want = kl(softmax(t64 / temperature), softmax(x64))  # float64 on the very same bf16 values
+    got = consistency(x16, t16, temperature=temperature, reduction="none")
+    assert got.dtype == jnp.bfloat16
+    # Only the final rounding to bf16 remains (half an ulp, 2**-9 relative).
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-8)
+    got32 = consistency(x16.astype(jnp.float32), t16.astype(jnp.float32), temperature=temperature, reduction="none")
+    np.testing.assert_allclose(got32, want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got, np.float32), got32, rtol=2**-8)
+    # Gradients: (softmax(x) - softmax(t / T)) per row, against the float32 path and float64.
+    g16 = jax.grad(lambda x: consistency(x, t16, temperature=temperature, reduction="sum").astype(jnp.float32))(x16)
+    g32 = jax.grad(lambda x: consistency(x, t16.astype(jnp.float32), temperature=temperature, reduction="sum"))(
+        x16.astype(jnp.float32)
+    )
+    np.testing.assert_allclose(g32, softmax(x64) - softmax(t64 / temperature), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(g16, np.float32), g32, atol=4e-3)

@@ -195,3 +195,24 @@ def test_plot_draws_target_and_fits(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot(r, target)
+
+
+def test_samples_outside_the_support_say_so():
+    # Regression: maximum likelihood on negative data with a positive family
+    # failed with "Try a smaller learning rate", which no step size fixes.
+    from jaxkl.distributions import Beta, Exponential
+
+    rng = np.random.default_rng(15)
+    negative = jnp.asarray(-np.abs(rng.normal(size=50)) - 0.5, jnp.float32)
+    with pytest.raises(FloatingPointError, match=r"outside the support of Exponential: 50 of 50 target samples") as info:
+        fit(negative, Exponential(1.0), objective="forward_kl", steps=20, progress=False)
+    assert "learning rate" not in str(info.value)
+    # Part of the data outside [0, 1], two starts; with on_nan="warn" the message is the warning.
+    data = jnp.asarray(np.concatenate([rng.uniform(0.1, 0.9, 40), [1.5, 2.0]]), jnp.float32)
+    with pytest.warns(RuntimeWarning, match=r"outside the support of Beta: 2 of 42 target samples .* first is 1\.5"):
+        r = fit(data, Beta(jnp.array([2.0, 3.0]), 2.0), objective="forward_kl", steps=5, progress=False, on_nan="warn")
+    assert r.failed.all()
+    # Data inside the support: the usual advice stays.
+    with pytest.raises(FloatingPointError, match="smaller learning rate"):
+        fit(Normal(0.0, 1.0), Normal(jnp.array([0.5, 1.0]), 1.0), objective="reverse_kl",
+            optimizer=optax.sgd(100.0), steps=50, progress=False)

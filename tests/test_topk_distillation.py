@@ -194,3 +194,66 @@ def test_bad_arguments_name_themselves():
     fused = lambda t: jaxkl.fused_linear_topk_distillation_loss(z[:, :3], jnp.ones((3, V)), idx, lp, temperature=t)
     with pytest.raises(TypeError, match="Python number"):
         jax.jit(fused)(2.0)
+
+
+def _padded(idx, lp, z, keep):
+    """Rows excluded by `keep` filled as padding often is: indices -1, log-probabilities -inf, NaN logits."""
+    where = jnp.asarray(keep)
+    return (
+        jnp.where(where[:, None], idx, -1),
+        jnp.where(where[:, None], lp, -jnp.inf),
+        jnp.where(where[:, None], z, jnp.nan),
+        where,
+    )
+
+
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+def test_masked_padding_rows_with_index_minus_one_give_zero_value_and_gradient(tail):
+    # Regression: one row excluded by `where` whose indices were -1 made the
+    # whole gradient NaN (the out-of-range gather is NaN, and 0 * NaN = NaN).
+    z, idx, lp, _ = _teacher(seed=5)
+    keep = np.arange(ROWS) % 3 != 1
+    idx_p, lp_p, z_p, where = _padded(idx, lp, z, keep)
+    loss = lambda z: jaxkl.topk_distillation_loss(z, idx_p, lp_p, temperature=T, tail=tail, where=where)
+    got, grad = jax.jit(jax.value_and_grad(loss))(z_p)
+    # The materialised formula on the kept rows alone; batchmean still divides by all rows.
+    kept = np.flatnonzero(keep)
+    share = len(kept) / ROWS
+    want = _numpy_loss(z[kept], idx[kept], lp[kept], T, tail, "forward_kl") * share
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    want_grad = jax.grad(lambda zk: _jnp_loss(zk, idx[kept], lp[kept], T, tail) * share)(z[kept])
+    np.testing.assert_allclose(np.asarray(grad)[kept], want_grad, rtol=1e-4, atol=1e-6)
+    assert np.all(np.asarray(grad)[~keep] == 0.0)
+    # An unmasked out-of-range index keeps its documented NaN.
+    assert np.isnan(jaxkl.topk_distillation_loss(z, idx.at[0, 0].set(-1), lp, tail=tail))
+
+
+def test_fused_head_masked_padding_rows_with_index_minus_one():
+    z, idx, lp, _ = _teacher(seed=6)
+    rng = np.random.default_rng(6)
+    h = jnp.asarray(rng.normal(size=(ROWS, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(5, V)), jnp.float32)
+    keep = np.arange(ROWS) % 2 == 0
+    idx_p, lp_p, _, where = _padded(idx, lp, z, keep)
+    fused = lambda h, w: jaxkl.fused_linear_topk_distillation_loss(h, w, idx_p, lp_p, temperature=T, chunk_size=4, where=where)
+    got, (gh, gw) = jax.jit(jax.value_and_grad(fused, argnums=(0, 1)))(h, w)
+    kept = np.flatnonzero(keep)
+    plain = lambda h, w: _jnp_loss(h[kept] @ w, idx[kept], lp[kept], T, "bucket") * len(kept) / ROWS
+    want, (wh, ww) = jax.value_and_grad(plain, argnums=(0, 1))(h, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gh)[kept], wh[kept], rtol=1e-4, atol=1e-6)
+    assert np.all(np.asarray(gh)[~keep] == 0.0)
+    np.testing.assert_allclose(gw, ww, rtol=1e-4, atol=1e-6)
+
+
+def test_checkify_skips_masked_rows():
+    z, idx, lp, _ = _teacher()
+    keep = np.arange(ROWS) != 4
+    idx_p, lp_p, _, where = _padded(idx, lp, z, keep)
+    checked = checkify.checkify(jax.jit(lambda i, w: jaxkl.topk_distillation_loss(z, i, lp_p, check=True, where=w)))
+    err, value = checked(idx_p, where)
+    err.throw()  # the -1 padding is masked
+    assert np.isfinite(value)
+    err, _ = checked(idx_p, jnp.ones(ROWS, bool))
+    with pytest.raises(checkify.JaxRuntimeError, match="first offending index is -1"):
+        err.throw()

@@ -222,6 +222,36 @@ def _validate_grid(grid: Any, init: Distribution) -> jax.Array:
     return grid
 
 
+def _outside_support(init: Distribution, target: Target) -> str | None:
+    """Why a fit failed when samples of the target have zero density under `init`, else None.
+
+    Maximum likelihood on a sample outside the family's support (a negative
+    value for an `Exponential`, a value above 1 for a `Beta`) has loss
+    `+inf` and a NaN gradient from the first step, whatever the learning
+    rate: the failure message says so instead of suggesting a smaller step.
+    Evaluated only after a fit has failed.
+    """
+    if target.kind != "samples":
+        return None
+    samples = target.value
+    # As the loss sees them: one axis per batch dimension of `init`, the event last.
+    x = samples.reshape(samples.shape[:1] + (1,) * len(init.batch_shape) + samples.shape[1:])
+    x = x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(init.dtype)
+    log_prob = np.asarray(init.log_prob(x))
+    outside = np.any((log_prob == -np.inf).reshape(log_prob.shape[0], -1), axis=1)
+    count = int(outside.sum())
+    if not count:
+        return None
+    first = np.asarray(samples[int(np.argmax(outside))])
+    return (
+        f"The data are outside the support of {type(init).__name__}: {count} of "
+        f"{samples.shape[0]} target samples have zero density there (log_prob = -inf; the "
+        f"first is {np.array2string(first, precision=6)}), so the negative log-likelihood is "
+        "+inf whatever the step size. Check the data (sign, scale, range) or fit a family "
+        "whose support covers them."
+    )
+
+
 def _starts_shape(init: Distribution, target: Target) -> tuple[int, ...]:
     batch, inner = init.batch_shape, target.batch_shape
     if len(inner) > len(batch) or tuple(batch[len(batch) - len(inner) :]) != tuple(inner):
@@ -387,12 +417,16 @@ def fit(
     if failed.any():
         index = int(np.argmax(failed))
         where = np.unravel_index(index, starts) if starts else ()
+        # Data outside the family's support explain a failure better than any step size.
+        hint = _outside_support(init, target) or (
+            "Try a smaller learning rate, a wider grid, or more samples."
+        )
         message = (
             f"fit: the {objective} loss or its gradient became NaN/inf at step "
             f"{int(failed_step[index])}"
             + (f" for start {tuple(int(i) for i in where)}" if starts else "")
             + f" ({int(failed.sum())} of {n_starts} start(s) affected); the last finite "
-            "parameters were kept. Try a smaller learning rate, a wider grid, or more samples."
+            f"parameters were kept. {hint}"
         )
         if on_nan == "raise":
             raise FloatingPointError(message)
