@@ -34,6 +34,22 @@ def _merged(x: Any, axes: tuple[int, ...]) -> jnp.ndarray:
     return moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
 
 
+def _check_classes(value: Any, name: str, shape: tuple[int, ...], axes: tuple[int, ...], axis: Any, of: str) -> None:
+    """A per-class argument must be flat or shaped like the class axes, before it is flattened.
+
+    Flattening alone would take a right-sized array of the wrong shape
+    (`(4, 3)` for class axes of sizes `(3, 4)`, or `(1, 12)`) silently.
+    """
+    along = tuple(shape[a] for a in axes)
+    flat = (int(np.prod(along)),)
+    got = np.shape(value)
+    if got not in (flat, along):
+        raise ValueError(
+            f"{name}.shape={got} must be {flat} or {along}: one entry per class of the class axes "
+            f"axis={tuple(axis)} of {of}.shape={tuple(shape)}, flat or shaped like those axes (in the order given)"
+        )
+
+
 def class_axes(*arrays: str, masks: tuple[str, ...] = ("where",), classes: tuple[str, ...] = (), same_shape: bool = False):
     """Let a kernel take `axis` as an int or a tuple of ints.
 
@@ -70,6 +86,7 @@ def class_axes(*arrays: str, masks: tuple[str, ...] = ("where",), classes: tuple
             for name in classes:
                 value = bound.arguments.get(name)
                 if value is not None:
+                    _check_classes(value, name, shape, axes, axis, arrays[0])
                     bound.arguments[name] = jnp.reshape(jnp.asarray(value), (-1,))
             bound.arguments["axis"] = -1
             out = fn(*bound.args, **bound.kwargs)

@@ -392,9 +392,9 @@ def contrastive_loss(
     `temperature` may be a traced array (a learnable logit scale, e.g.
     `jnp.exp(-log_scale)`) and receives its gradient. Forward mode
     (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) works at every size without
-    `axis_name`; the sharded ring is differentiable in reverse mode only. `where=False` removes
-    a pair from the batch (padding): it contributes no loss and is no
-    negative for any other pair.
+    `axis_name`; the sharded ring is differentiable in reverse mode only.
+    `where=False` removes a pair from the batch (padding): it contributes no
+    loss and is no negative for any other pair.
 
     With `axis_name`, call it inside `shard_map` with `x`, `y` (and
     `where`) sharded over the batch along that mesh axis. The `y` blocks

@@ -33,9 +33,6 @@ How the derivative is computed depends on the backend, by measurement:
 
 from __future__ import annotations
 
-import functools
-import inspect
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -420,43 +417,6 @@ def label_aux(aux_rows, valid, wy, reduction: str, weighted: bool) -> CrossEntro
     return CrossEntropyAux(lse, predicted, correct, z_term)
 
 
-def _tuple_axis_weight_checked(fn):
-    """Check `weight`'s shape against a tuple class `axis` before `class_axes` flattens it.
-
-    `class_axes` reshapes `weight` to one flat vector, so a weight with the
-    right number of entries in the wrong shape (`(4, 3)` for class axes of
-    sizes `(3, 4)`, or `(1, 12)`) would be taken silently, and a wrong size
-    would be reported with the merged shapes rather than the ones passed.
-    """
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        axis = bound.arguments.get("axis", signature.parameters["axis"].default)
-        weight = bound.arguments.get("weight")
-        if isinstance(axis, (tuple, list)) and weight is not None:
-            shape = np.shape(bound.arguments["logits"])
-            try:
-                axes = tuple(_validate.normalize_axis(a, len(shape)) for a in axis)
-            except (TypeError, ValueError):
-                axes = None  # class_axes names the bad axis
-            if axes:
-                along = tuple(shape[a] for a in axes)
-                flat = (math.prod(along),)
-                got = np.shape(weight)
-                if got not in (flat, along):
-                    raise ValueError(
-                        f"weight.shape={got} must be {flat} or {along}: one weight per class of "
-                        f"the class axes axis={tuple(axis)} of logits.shape={tuple(shape)}, flat "
-                        "or shaped like those axes (in the order given)"
-                    )
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_tuple_axis_weight_checked
 @class_axes("logits", masks=(), classes=("weight",))
 def cross_entropy_loss(
     logits: ArrayLike,

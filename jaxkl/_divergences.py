@@ -58,16 +58,22 @@ def poisoned(terms: jax.Array, invalid: jax.Array) -> jax.Array:
     return jnp.where(invalid, jnp.nan, terms)
 
 
-def prepared_pair(p, q, name_p, name_q, axis, where, base, check):
-    """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype.
-
-    Entries that are not probabilities (< 0, `+inf`) become NaN (`prepare_probs`).
-    """
+def _checked_pair(p, q, name_p, name_q, axis, where, base, check):
+    """Validated `(p, q, axis, where, base)`, with checkify checks when asked."""
     p, q, axis, where = _validate.float_pair(p, q, name_p, name_q, axis, where)
     base = _validate.base(base)
     if check:
         _checks.probabilities(p, name_p, axis, where)
         _checks.probabilities(q, name_q, axis, where)
+    return p, q, axis, where, base
+
+
+def prepared_pair(p, q, name_p, name_q, axis, where, base, check):
+    """Validate; return upcast, masked `p` and `q`, the axis, the base and the output dtype.
+
+    Entries that are not probabilities (< 0, `+inf`) become NaN (`prepare_probs`).
+    """
+    p, q, axis, where, base = _checked_pair(p, q, name_p, name_q, axis, where, base, check)
     return prepare_probs(p, where), prepare_probs(q, where), axis, base, p.dtype
 
 
@@ -80,14 +86,9 @@ def prepared_terms(p, q, name_p, name_q, axis, where, base, check):
     finite, so a row that a reduction's `where=` masks out gets a zero
     gradient instead of `0 * NaN` (which poisons a whole update).
     """
-    p, q, axis, where = _validate.float_pair(p, q, name_p, name_q, axis, where)
-    base = _validate.base(base)
-    if check:
-        _checks.probabilities(p, name_p, axis, where)
-        _checks.probabilities(q, name_q, axis, where)
-    dtype = p.dtype
-    (p, bad_p), (q, bad_q) = split_probs(p, where), split_probs(q, where)
-    return p, q, bad_p | bad_q, axis, base, dtype
+    p, q, axis, where, base = _checked_pair(p, q, name_p, name_q, axis, where, base, check)
+    (t, bad_p), (u, bad_q) = split_probs(p, where), split_probs(q, where)
+    return t, u, bad_p | bad_q, axis, base, p.dtype
 
 
 @class_axes("p")

@@ -288,12 +288,9 @@ def prepare_probs(p: jax.Array, where: jax.Array | None) -> jax.Array:
     NaN, so that every kernel gives NaN for its row as documented, instead of a
     number (`-sum p log q` is finite for a negative `p`).
     """
-    p = p.astype(compute_dtype(p.dtype))
     # NaN itself passes through, so that it reaches the gradient too.
-    p = jnp.where((p < 0) | (p == jnp.inf), jnp.nan, p)
-    if where is not None:
-        p = jnp.where(where, p, 0.0)
-    return p
+    t, invalid = split_probs(p, where)
+    return jnp.where(invalid, jnp.nan, t)
 
 
 def split_probs(p: jax.Array, where: jax.Array | None) -> tuple[jax.Array, jax.Array]:
